@@ -1,0 +1,47 @@
+"""`lifecost` console script: one typer app, command groups registered from small modules.
+
+Every command is thin over the library. Results go to stdout (a rich table, or JSON with
+`--json`); logs and progress go to stderr. A `LifecostError` (a user mistake) prints one line
+and exits with code 2 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from models.errors import LifecostError
+from planner_ui import cli_catalog
+
+app = typer.Typer(
+    name="lifecost",
+    help="Whole-life cost and capacity planner for fine-tuning and serving LLMs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Each module adds its commands to `app`; add one line per command group.
+for module in (cli_catalog,):
+    module.register(app)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except LifecostError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(2)
+        raise
