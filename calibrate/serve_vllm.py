@@ -1,0 +1,447 @@
+"""vLLM in-process serving backend: workload replay and step-shape sweeps on the offline engine.
+
+Why in-process (`LLMEngine` with `VLLM_ENABLE_V1_MULTIPROCESSING=0`) rather than `LLM.generate`:
+`generate` submits everything at once, so it cannot honour arrival times. Driving the engine
+ourselves — `add_request` when a request's arrival time has come, `step()` in a loop — is what
+vLLM's own API server does (its engine-core loop takes new requests between iterations), so a
+request that arrives during a step joins at the next one, exactly as in production.
+
+What is recorded, and from where:
+- per request: `first_token_s` and `finish_s` from `RequestOutput.metrics` (vLLM 0.32:
+  `RequestStateStats` with engine-core monotonic `queued_ts`, `scheduled_ts`, `first_token_ts`,
+  `last_token_ts`, wall-clock `arrival_time`, `first_token_latency`, `num_generation_tokens`,
+  `num_preemptions`); with the engine core in this process its monotonic clock is ours, so the
+  timestamps convert to run-relative seconds by subtracting the run's start. When `metrics` is
+  missing (stats disabled, other versions) the client-side time at which `step()` returned the
+  token is used instead; `timestamps_source` in the record says which.
+  `token_times_s` is always client-side: the time `step()` returned each token.
+- per engine step (the data the step-time fit wants): the scheduler's own decision — read by
+  observing `Scheduler.schedule()`'s `SchedulerOutput` — split into prefill and decode tokens,
+  the number of sequences, the KV context they hold, and the wall time of the whole `step()`
+  (schedule + forward + sample + output processing: the iteration time the simulator charges).
+
+The same code runs with the GPU `vllm` package; only `_cpu_env` differs (the CPU build sizes its
+KV cache from `VLLM_CPU_KVCACHE_SPACE` instead of `gpu_memory_utilization`, and its attention
+kernel needs a block size that is a multiple of 32).
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import platform
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from calibrate.runlog import RunLog
+from calibrate.serve_base import ServedRequest, ServeRequest, burst, replay_record, workload_key
+from calibrate.tiny_model import prompt_token_ids
+from models.errors import LifecostError
+
+
+@dataclass(frozen=True)
+class VllmEngineConfig:
+    """Engine knobs, named after vLLM's `EngineArgs` (and the Scenario's `EngineSpec`).
+
+    `block_size_tok=None` keeps the engine's default for the platform. `kv_cache_space_gib` is
+    used only by the CPU build (`VLLM_CPU_KVCACHE_SPACE`); on a GPU `gpu_memory_utilization`
+    sizes the cache. Prefix caching is off by default so a sweep measures the full prefill.
+    """
+
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 2048
+    block_size_tok: int | None = None
+    dtype: str = "bfloat16"
+    enforce_eager: bool = True
+    gpu_memory_utilization: float = 0.90
+    kv_cache_space_gib: int = 1
+    max_model_len_tok: int = 2048
+    enable_prefix_caching: bool = False
+    enable_chunked_prefill: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("max_num_seqs", "max_num_batched_tokens", "max_model_len_tok", "kv_cache_space_gib"):
+            if getattr(self, name) < 1:
+                raise LifecostError(f"must be ≥ 1, got {getattr(self, name)}", field=name,
+                                    fix="pass a positive integer")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise LifecostError(f"must be in (0, 1], got {self.gpu_memory_utilization}",
+                                field="gpu_memory_utilization", fix="e.g. 0.9")
+
+
+@dataclass
+class _Observed:
+    """One step's shape as the scheduler decided it (filled by `_SchedulerObserver`)."""
+
+    num_prefill_tok: int = 0
+    num_decode_tok: int = 0
+    num_seqs: int = 0
+    num_prefill_seqs: int = 0
+    context_tok: int = 0
+    prefill_ctx_tok2: int = 0
+
+
+class _SchedulerObserver:
+    """Wraps one scheduler instance's `schedule()` to read each `SchedulerOutput`.
+
+    vLLM v1 advances `request.num_computed_tokens` inside `schedule()`, so after it returns each
+    scheduled request holds `after = before + n` computed tokens. Tokens below the prompt length
+    are prefill, the rest decode; `context_tok = Σ after` is the KV length attention reads; and
+    `prefill_ctx_tok2 = Σ_prefill p_i·after_i` is the DESIGN's prefill-attention feature Σ p·ctx.
+    Observing (not replacing) keeps the engine's behaviour unchanged.
+    """
+
+    def __init__(self, scheduler: Any):
+        self.scheduler = scheduler
+        self.pending: list[_Observed] = []
+        original = scheduler.schedule
+
+        def schedule(*args: Any, **kwargs: Any) -> Any:
+            out = original(*args, **kwargs)
+            self.pending.append(self._shape(out))
+            return out
+
+        scheduler.schedule = schedule
+
+    def _shape(self, out: Any) -> _Observed:
+        obs = _Observed()
+        requests = self.scheduler.requests
+        for req_id, n in out.num_scheduled_tokens.items():
+            req = requests.get(req_id)
+            if req is None or n <= 0:
+                continue
+            after = req.num_computed_tokens
+            before = after - n
+            prefill = max(0, min(after, req.num_prompt_tokens) - before)
+            obs.num_prefill_tok += prefill
+            obs.num_decode_tok += n - prefill
+            obs.num_seqs += 1
+            obs.context_tok += after
+            if prefill:
+                obs.num_prefill_seqs += 1
+                obs.prefill_ctx_tok2 += prefill * after
+        return obs
+
+    def take(self) -> list[_Observed]:
+        got, self.pending = self.pending, []
+        return got
+
+
+def cpu_slug() -> str:
+    """`cpu-<model name>` as a path-safe slug, from /proc/cpuinfo (platform fallback)."""
+    name = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.lower().startswith("model name"):
+                name = line.split(":", 1)[1]
+                break
+    except OSError:
+        pass
+    name = name or platform.processor() or platform.machine() or "unknown"
+    name = re.sub(r"\(r\)|\(tm\)|cpu @.*|processor", "", name.lower())
+    return "cpu-" + (re.sub(r"[^a-z0-9]+", "-", name).strip("-") or "unknown")
+
+
+def _cpu_env(config: VllmEngineConfig) -> dict[str, str]:
+    """Environment the CPU build reads at engine start (the GPU build needs none of it)."""
+    return {"VLLM_CPU_KVCACHE_SPACE": str(config.kv_cache_space_gib)}
+
+
+class VllmBackend:
+    """`ServeBackend` over vLLM's in-process engine with dummy weights from a model directory.
+
+    The engine is built on first use (not in the constructor: no side effects there) and kept
+    for every later replay; `close()` releases it. After each `replay`, `last_steps` holds the
+    per-step records and `last_timestamps_source` says where request timestamps came from.
+    """
+
+    name = "vllm"
+
+    def __init__(self, model_dir: str | Path, config: VllmEngineConfig | None = None, *,
+                 load_format: str = "dummy", max_run_s: float = 600.0, **knobs: Any):
+        self.model_dir = Path(model_dir)
+        if not (self.model_dir / "config.json").is_file():
+            raise LifecostError(f"no config.json in {self.model_dir}", field="model_dir",
+                                fix="pass a directory with a HF config.json "
+                                    "(calibrate.tiny_model.build_tiny_model writes one)")
+        self.config = config or VllmEngineConfig(**knobs)
+        if config is not None and knobs:
+            raise LifecostError("give either config= or engine knobs, not both", field="config",
+                                fix="put the knobs into VllmEngineConfig")
+        self.load_format = load_format
+        self.max_run_s = max_run_s
+        self.engine_version = _vllm_version()
+        self.device = ""
+        self.startup_s = math.nan
+        self.last_steps: list[dict[str, Any]] = []
+        self.last_timestamps_source = ""
+        self._engine: Any = None
+        self._observer: _SchedulerObserver | None = None
+        self._vocab_size = 0
+        self._seq = 0
+
+    # ---- engine lifecycle -------------------------------------------------------------------
+    def _start(self) -> Any:
+        if self._engine is not None:
+            return self._engine
+        import json
+
+        from vllm.platforms import current_platform
+
+        self.device = current_platform.device_type
+        # In-process engine core: arrivals are honoured by our loop, and the scheduler is
+        # observable. Must be set before the engine is built.
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        if current_platform.is_cpu():
+            for k, v in _cpu_env(self.config).items():
+                os.environ.setdefault(k, v)
+        from vllm import EngineArgs
+        from vllm.v1.engine.llm_engine import LLMEngine
+
+        c = self.config
+        self._vocab_size = int(json.loads((self.model_dir / "config.json").read_text())["vocab_size"])
+        args = EngineArgs(
+            model=str(self.model_dir), load_format=self.load_format, skip_tokenizer_init=True,
+            dtype=c.dtype, enforce_eager=c.enforce_eager, max_num_seqs=c.max_num_seqs,
+            max_num_batched_tokens=c.max_num_batched_tokens, max_model_len=c.max_model_len_tok,
+            gpu_memory_utilization=c.gpu_memory_utilization,
+            enable_prefix_caching=c.enable_prefix_caching,
+            enable_chunked_prefill=c.enable_chunked_prefill, seed=c.seed,
+            disable_log_stats=False,  # fills RequestOutput.metrics
+            **({"block_size": c.block_size_tok} if c.block_size_tok else {}),
+        )
+        t0 = time.perf_counter()
+        try:
+            engine = LLMEngine.from_engine_args(args)
+        except (ValueError, RuntimeError) as e:
+            raise LifecostError(f"vLLM could not start on {self.model_dir}: {str(e).splitlines()[0]}",
+                                field="engine", fix="check the engine knobs (on CPU block_size_tok "
+                                "must be a multiple of 32) and the model config") from e
+        self.startup_s = time.perf_counter() - t0
+        core = getattr(getattr(engine, "engine_core", None), "engine_core", None)
+        scheduler = getattr(core, "scheduler", None)
+        self._observer = _SchedulerObserver(scheduler) if scheduler is not None else None
+        self._engine = engine
+        # One short request warms lazy initialisation so the first measured step is not an outlier.
+        self._run([ServeRequest(0.0, 16, 2)])
+        return engine
+
+    def close(self) -> None:
+        """Shut the engine down and free its memory (KV cache, weights)."""
+        if self._engine is not None:
+            shutdown = getattr(self._engine.engine_core, "shutdown", None)
+            if shutdown is not None:
+                shutdown()
+            self._engine = None
+            self._observer = None
+            gc.collect()
+
+    def __enter__(self) -> "VllmBackend":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def settings(self) -> dict[str, Any]:
+        """The inputs that define a measurement (part of its run-log key)."""
+        return {**asdict(self.config), "load_format": self.load_format, "model_dir": self.model_dir.name}
+
+    def record_extra(self) -> dict[str, Any]:
+        """What a record carries besides the requests: engine settings, threads, startup time,
+        where the timestamps came from, and the per-step shapes and times of the last replay."""
+        import torch
+
+        engine = {
+            **self.settings(),
+            "device": self.device,
+            "torch_threads": torch.get_num_threads(),
+            "startup_s": round(self.startup_s, 3),
+            "env": {k: os.environ[k] for k in ("VLLM_CPU_KVCACHE_SPACE", "OMP_NUM_THREADS",
+                                               "VLLM_CPU_OMP_THREADS_BIND") if k in os.environ},
+        }
+        return {"engine": engine, "timestamps_source": self.last_timestamps_source,
+                "steps": self.last_steps}
+
+    # ---- replay ------------------------------------------------------------------------------
+    def replay(self, requests: list[ServeRequest]) -> list[ServedRequest]:
+        """Submit each request at its arrival time, step the engine until all finish.
+
+        Output lengths are forced (`min_tokens = max_tokens`, `ignore_eos`); prompts are
+        distinct token-id sequences of exactly `prompt_tok` ids (no tokenizer needed).
+        """
+        for i, r in enumerate(requests):
+            if r.prompt_tok < 1 or r.output_tok < 1 or r.arrival_s < 0 or not math.isfinite(r.arrival_s):
+                raise LifecostError(f"request {i} has prompt_tok={r.prompt_tok}, output_tok="
+                                    f"{r.output_tok}, arrival_s={r.arrival_s}", field="requests",
+                                    fix="token counts must be ≥ 1 and arrival_s a finite number ≥ 0")
+            if r.prompt_tok + r.output_tok > self.config.max_model_len_tok:
+                raise LifecostError(f"request {i} needs {r.prompt_tok + r.output_tok} tokens but "
+                                    f"max_model_len_tok is {self.config.max_model_len_tok}",
+                                    field="max_model_len_tok", fix="raise it or shorten the request")
+        self._start()
+        return self._run(requests)
+
+    def _run(self, requests: list[ServeRequest]) -> list[ServedRequest]:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        engine = self._engine
+        observer = self._observer
+        if observer is not None:
+            observer.take()
+        n = len(requests)
+        order = sorted(range(n), key=lambda i: requests[i].arrival_s)
+        ids: dict[str, int] = {}
+        token_times: list[list[float]] = [[] for _ in range(n)]
+        engine_ts: list[tuple[float, float] | None] = [None] * n
+        done = [False] * n
+        steps: list[dict[str, Any]] = []
+        t0 = time.monotonic()
+        wall0 = time.time()
+        nxt = 0
+        while nxt < n or engine.has_unfinished_requests():
+            now = time.monotonic() - t0
+            if now > self.max_run_s:
+                for rid, i in ids.items():
+                    if not done[i]:
+                        engine.abort_request([rid])
+                raise LifecostError(f"replay still running after {self.max_run_s:.0f} s "
+                                    f"({sum(done)}/{n} requests finished)", field="max_run_s",
+                                    fix="raise max_run_s or replay fewer/shorter requests")
+            while nxt < n and requests[order[nxt]].arrival_s <= now:
+                i = order[nxt]
+                r = requests[i]
+                self._seq += 1
+                rid = f"r{self._seq}"
+                params = SamplingParams(max_tokens=r.output_tok, min_tokens=r.output_tok,
+                                        ignore_eos=True, detokenize=False, temperature=0.0,
+                                        output_kind=RequestOutputKind.DELTA)
+                prompt = {"prompt_token_ids": prompt_token_ids(r.prompt_tok, self._seq, self._vocab_size)}
+                engine.add_request(rid, prompt, params, arrival_time=wall0 + r.arrival_s)
+                ids[rid] = i
+                nxt += 1
+            if not engine.has_unfinished_requests():
+                time.sleep(max(0.0, min(requests[order[nxt]].arrival_s - now, 0.05)))
+                continue
+            start = time.monotonic()
+            outputs = engine.step()
+            end = time.monotonic()
+            t_out = end - t0
+            for obs in observer.take() if observer is not None else []:
+                if obs.num_seqs:
+                    steps.append({"start_s": round(start - t0, 6), **asdict(obs),
+                                  "step_time_s": round(end - start, 6)})
+            for o in outputs:
+                i = ids.get(o.request_id)
+                if i is None:
+                    continue
+                k = sum(len(c.token_ids) for c in o.outputs)
+                token_times[i].extend([t_out] * k)
+                if o.finished:
+                    done[i] = True
+                    m = getattr(o, "metrics", None)
+                    if m is not None and getattr(m, "first_token_ts", 0) > 0 and getattr(m, "last_token_ts", 0) > 0:
+                        engine_ts[i] = (m.first_token_ts - t0, m.last_token_ts - t0)
+        served: list[ServedRequest] = []
+        use_engine = all(ts is not None for ts in engine_ts)
+        self.last_timestamps_source = "engine_metrics" if use_engine else "client_step"
+        for i, r in enumerate(requests):
+            times = token_times[i]
+            if len(times) != r.output_tok:
+                raise LifecostError(f"request {i} produced {len(times)} tokens, expected {r.output_tok}",
+                                    field="output_tok", fix="the engine ignored min_tokens/ignore_eos; "
+                                    "check the vLLM version")
+            first, finish = engine_ts[i] if use_engine else (times[0], times[-1])
+            served.append(ServedRequest(r.arrival_s, r.prompt_tok, r.output_tok,
+                                        round(first, 6), round(finish, 6),
+                                        [round(t, 6) for t in times]))
+        self.last_steps = steps
+        return served
+
+
+def _vllm_version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover - stdlib since 3.8
+        return "unknown"
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            v = version(dist)
+        except PackageNotFoundError:
+            continue
+        return v if dist == "vllm" else f"{v}+cpu"
+    return "not-installed"
+
+
+# ---- measurements written to the run log -------------------------------------------------------
+def measure(backend: Any, requests: list[ServeRequest], *, kind: str, workload: dict[str, Any],
+            model: str, gpu: str, runlog: RunLog | None) -> dict[str, Any] | None:
+    """Replay `requests` on `backend` and append one record (`serve_sweep`/`serve_replay`) to `runlog`.
+
+    Works for any backend with `replay`, `settings()` and `record_extra()` (vLLM in-process and
+    HTTP). Resumable: a measurement whose key is already in the log is skipped (returns None).
+    The key covers the workload, the model, the backend's settings and the engine version.
+    """
+    if kind not in ("serve_sweep", "serve_replay"):
+        raise LifecostError(f"unknown record kind {kind!r}", field="kind", fix="serve_sweep or serve_replay")
+    ident = {"workload": workload, "model": model, "settings": backend.settings(),
+             "engine_version": backend.engine_version, "backend": backend.name}
+    key = f"{kind}:{backend.name}:{workload_key(ident)}"
+    if runlog is not None and key in runlog.done_keys(kind):
+        return None
+    served = backend.replay(requests)
+    rec = replay_record(key=key, backend=backend, model=model, gpu=gpu, workload=workload, served=served,
+                        extra=backend.record_extra())
+    rec["kind"] = kind
+    if runlog is not None:
+        runlog.append(rec)
+    return rec
+
+
+def sweep_points(batch_sizes: list[int], prompt_toks: list[int], output_tok: int) -> list[tuple[int, int, int]]:
+    """The step-shape grid: a burst of N identical requests for each (N, prompt length)."""
+    return [(n, p, output_tok) for p in prompt_toks for n in batch_sizes]
+
+
+def run_sweep(backend: VllmBackend, points: list[tuple[int, int, int]], *, model: str, gpu: str,
+              runlog: RunLog | None, progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Each point → one burst replay → one `serve_sweep` record (prefill steps then decode steps)."""
+    recs = []
+    for k, (n, p, o) in enumerate(points):
+        if progress:
+            progress(f"sweep {k + 1}/{len(points)}: batch {n} × prompt {p} tok → {o} tok")
+        wl = {"kind": "burst", "num_requests": n, "prompt_tok": p, "output_tok": o}
+        rec = measure(backend, burst(n, p, o), kind="serve_sweep", workload=wl, model=model, gpu=gpu,
+                      runlog=runlog)
+        if rec is not None:
+            recs.append(rec)
+    return recs
+
+
+def poisson_workload(num_requests: int, rate_qps: float, prompt_tok: tuple[int, int],
+                     output_tok: tuple[int, int], seed: int) -> tuple[list[ServeRequest], dict[str, Any]]:
+    """Poisson arrivals at `rate_qps` with uniform prompt/output lengths in the given ranges.
+
+    Returns the requests and the workload description stored in the record (enough to rebuild
+    them: the same seed gives the same requests).
+    """
+    import random
+
+    if num_requests < 1 or rate_qps <= 0:
+        raise LifecostError(f"num_requests={num_requests}, rate_qps={rate_qps}", field="workload",
+                            fix="need ≥ 1 request and a positive rate")
+    rng = random.Random(seed)
+    t = 0.0
+    reqs = []
+    for _ in range(num_requests):
+        reqs.append(ServeRequest(round(t, 6), rng.randint(*prompt_tok), rng.randint(*output_tok)))
+        t += rng.expovariate(rate_qps)
+    wl = {"kind": "poisson", "num_requests": num_requests, "rate_qps": rate_qps,
+          "prompt_tok": list(prompt_tok), "output_tok": list(output_tok), "seed": seed}
+    return reqs, wl
