@@ -1,0 +1,98 @@
+"""FLOPs per token: matmuls, attention, and training passes.
+
+Conventions (one multiply-add = 2 FLOPs):
+- **Linear** (Kaplan et al. 2020, "Scaling Laws for Neural Language Models", §2.1; Chowdhery et
+  al. 2022, "PaLM", appendix B): a token multiplied by a d_in × d_out matrix costs 2·d_in·d_out,
+  so the forward pass costs 2·N where N counts the matrices the token actually uses — every
+  attention/MLP projection, the router, top-k routed experts plus shared experts, and the
+  lm_head; *not* the input embedding (a row lookup), norms or biases.
+- **Attention** (PaLM appendix B: 4·L·H·Q·T forward for T keys of width Q): one token
+  attending to `context_tok` keys costs 2·H·d_qk·c for q·kᵀ plus 2·H·d_v·c for p·V per layer:
+  `2 · L · c · H · (d_qk + d_v)` — for d_qk = d_v = d this is the familiar 2·2·L·c·H·d.
+  MLA is counted in its decompressed form (d_qk = nope + rope = 192, d_v = 128), as
+  transformers and vLLM's prefill run it; vLLM's decode path absorbs W_UK/W_UV into the query
+  and attends over the 512+64-wide latent instead (more FLOPs, far fewer bytes) — the step-time
+  calibration absorbs that difference.
+- **Causal prefill**: token i of a P-token prompt after `cached` tokens attends to cached + i
+  keys (i = 1..P), so the prompt costs Σ = P·cached + P(P+1)/2 key-visits
+  (`attn_flops_prefill`). Averaged over a training sequence of S tokens that is (S+1)/2 per token.
+- **Training** (Narayanan et al. 2021, "Efficient Large-Scale Language Model Training on GPU
+  Clusters", §5.1: backward = 2 × forward; PaLM appendix B: 6N per token): backward computes
+  activation gradients (≈ 2N, needed through every layer as long as anything below is trained)
+  and weight gradients (2N, only for trained weights). Attention has no weights; its backward
+  is ≈ 2 × its forward. Gradient checkpointing re-runs the forward once (Chen et al. 2016,
+  "Training Deep Nets with Sublinear Memory Cost"). LoRA adds its own adapters' forward
+  (2·N_lora), activation-grad (2·N_lora) and weight-grad (2·N_lora) FLOPs. QLoRA does the same
+  matmuls as LoRA (the NF4 base is dequantised to bf16 before each matmul); the dequantisation
+  costs memory traffic, not tensor-core FLOPs, and is left to the calibrated MFU.
+"""
+
+from __future__ import annotations
+
+from models.catalog import ModelCard
+from models.errors import LifecostError
+from models.lora import lora_active_params
+from models.params import linear_shapes
+
+TRAIN_METHODS = ("full", "lora", "qlora")
+
+
+def linear_matmul_params(card: ModelCard) -> float:
+    """Weights one token multiplies by (active matmul parameters, lm_head included)."""
+    return sum(s.active_weights for s in linear_shapes(card))
+
+
+def linear_flops_per_token(card: ModelCard) -> float:
+    """Forward matmul FLOPs per token: 2 · N_active_matmul (Kaplan 2020; PaLM app. B)."""
+    return 2.0 * linear_matmul_params(card)
+
+
+def attn_dims(card: ModelCard) -> tuple[int, int]:
+    """(d_qk, d_v) of one head: MLA's nope+rope and v_head_dim, else head_dim twice."""
+    return card.head_dim, card.v_dim
+
+
+def attn_flops_per_token(card: ModelCard, context_tok: float) -> float:
+    """Forward attention FLOPs for one token attending to `context_tok` keys (PaLM app. B)."""
+    if context_tok < 0:
+        raise LifecostError(f"context {context_tok} must be ≥ 0", field="context_tok", fix="pass a token count")
+    d_qk, d_v = attn_dims(card)
+    return 2.0 * card.num_layers * context_tok * card.num_attention_heads * (d_qk + d_v)
+
+
+def attn_flops_prefill(card: ModelCard, prompt_tok: int, cached_tok: int = 0) -> float:
+    """Causal attention FLOPs of a whole prefill chunk: Σ_{i=1..P} attn(cached + i)."""
+    key_visits = prompt_tok * cached_tok + prompt_tok * (prompt_tok + 1) / 2
+    d_qk, d_v = attn_dims(card)
+    return 2.0 * card.num_layers * key_visits * card.num_attention_heads * (d_qk + d_v)
+
+
+def flops_per_token_fwd(card: ModelCard, context_tok: float = 0) -> float:
+    """Forward FLOPs for one token at `context_tok` keys of context: linear + attention."""
+    return linear_flops_per_token(card) + attn_flops_per_token(card, context_tok)
+
+
+def train_flops_per_token(card: ModelCard, method: str, seq_len_tok: int, grad_ckpt: bool,
+                          lora_r: int = 16, lora_targets: str = "all-linear") -> float:
+    """Training FLOPs per token (forward + backward [+ recompute]) at causal-average context.
+
+    full:        fwd 2N + A;  bwd 2N (activation grads) + 2N (weight grads) + 2A  → 6N + 3A
+    lora/qlora:  fwd 2N + A + 2Nₐ;  bwd 2N + 2A + 4Nₐ (adapter activation + weight grads)
+                 → 4N + 3A + 6Nₐ   (frozen base: no base weight gradients)
+    grad_ckpt:   + one more forward (2N + A [+ 2Nₐ])
+    N = active matmul params, A = attention FLOPs at context (S+1)/2, Nₐ = active adapter params.
+    """
+    if method not in TRAIN_METHODS:
+        raise LifecostError(f"unknown training method {method!r}", field="method",
+                            fix="use one of: " + ", ".join(TRAIN_METHODS))
+    if isinstance(seq_len_tok, bool) or not isinstance(seq_len_tok, int) or seq_len_tok < 1:
+        raise LifecostError(f"sequence length {seq_len_tok!r} must be a positive integer", field="seq_len_tok",
+                            fix="pass the training sequence length in tokens")
+    n = linear_matmul_params(card)
+    attn = attn_flops_per_token(card, (seq_len_tok + 1) / 2)
+    if method == "full":
+        fwd, bwd = 2 * n + attn, 4 * n + 2 * attn
+    else:
+        n_a = lora_active_params(card, lora_r, lora_targets)
+        fwd, bwd = 2 * n + attn + 2 * n_a, 2 * n + 2 * attn + 4 * n_a
+    return fwd + bwd + (fwd if grad_ckpt else 0.0)

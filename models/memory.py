@@ -1,0 +1,363 @@
+"""Bytes: weights per quantization format, KV cache per token, serving and training memory plans.
+
+Every term is a separate named field so calibration can fit the overhead terms on a real GPU.
+Sizes are bytes inside the math and GiB (2^30) in the plans.
+
+Weight formats (`weight_bytes`), per matmul weight of a d_in × d_out matrix:
+- bf16 / fp16: 2 B for every parameter.
+- fp8 / int8 (llm-compressor "FP8_DYNAMIC" / "W8A8" channel schemes, as vLLM loads them):
+  1 B per weight + one fp32 scale per output channel. Embedding, lm_head, routers, norms and
+  biases stay 16-bit (they are in the schemes' `ignore` lists or are not Linear).
+- int4-awq (AutoAWQ GEMM layout): 4-bit weights packed in int32 + per group of 128 input
+  features per output channel an fp16 scale (2 B) and a 4-bit zero point (0.5 B):
+  0.5 + 2.5/128 B per weight. Embedding and lm_head stay 16-bit (AutoAWQ/GPTQ never quantize
+  them), as do routers.
+- int4-gptq (AutoGPTQ/GPTQModel layout): as AWQ plus `g_idx`, one int32 per input feature.
+- int4-gguf (llama.cpp k-quants): Q4_K blocks, 144 B per 256 weights (4.5 bits incl. 6-bit
+  scales/mins and fp16 super-block scales), for every 2-D weight including token_embd;
+  output.weight (or the tied embedding) in Q6_K, 210 B / 256 (llama.cpp's rule for all k-quant
+  mixes); routers (`ffn_gate_inp`), norms and biases kept f32. This is the "pure" Q4_K mix;
+  Q4_K_M additionally bumps half the attn_v/ffn_down tensors to Q6_K (~+5 % bytes).
+
+KV cache (`kv_bytes_per_token`): GQA stores K and V per layer per KV head:
+2 · L · n_kv · head_dim · bytes (Llama-3.1-8B bf16 = 131,072). MLA (DeepSeek-V2 §2.1.2,
+DeepSeek-V3) caches only the compressed latent plus the shared decoupled rope key:
+L · (kv_lora_rank + qk_rope_head_dim) · bytes — head counts do not enter.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from models.catalog import ModelCard
+from models.errors import LifecostError
+from models.gpus import GpuCard
+from models.lora import adapted_matrices, lora_trainable_params
+from models.params import LinearShape, bias_params, embedding_params, linear_shapes, norm_params, params_total
+
+GIB = 2**30
+QUANTS = ("bf16", "fp16", "fp8", "int8", "int4-awq", "int4-gptq", "int4-gguf")
+KV_DTYPES = ("bf16", "fp16", "fp8")
+KV_BYTES = {"bf16": 2, "fp16": 2, "fp8": 1}
+TRAIN_METHODS = ("full", "lora", "qlora")
+OPTIMIZERS = ("adamw", "adamw-8bit", "sgd")
+
+AWQ_GROUP = 128
+Q4_K_BYTES_PER_WEIGHT = 144 / 256
+Q6_K_BYTES_PER_WEIGHT = 210 / 256
+
+# vLLM defaults that size the activation reserve (vllm/config: SchedulerConfig, v1 engine).
+VLLM_MAX_NUM_BATCHED_TOKENS = 8192
+VLLM_MAX_NUM_SEQS = 256
+VLLM_BLOCK_SIZE_TOK = 16
+# CUDA context + cuBLAS/NCCL workspaces + CUDA-graph pool outside PyTorch's tensors. vLLM counts
+# this "non-torch" memory inside the gpu_memory_utilization budget. ~1 GiB on an H100 for
+# vLLM 0.1x; calibration measures it.
+RUNTIME_OVERHEAD_GIB = 1.0
+# Training: CUDA context, cuBLAS workspace, caching-allocator fragmentation. Calibrated later.
+TRAIN_OVERHEAD_GIB = 1.5
+
+
+def _check_choice(value: str, choices: tuple[str, ...], field: str) -> None:
+    if value not in choices:
+        raise LifecostError(f"unknown {field} {value!r}", field=field, fix="use one of: " + ", ".join(choices))
+
+
+def _quantized(s: LinearShape) -> bool:
+    """Matrices that 8/4-bit formats quantize: attention, MLP and expert projections."""
+    return s.role in ("attn", "mlp", "expert", "shared_expert")
+
+
+def _other_params(card: ModelCard) -> int:
+    """Norm weights and biases (never quantized)."""
+    return norm_params(card) + bias_params(card)
+
+
+def weight_bytes(card: ModelCard, quant: str = "bf16") -> float:
+    """Bytes of all weights in format `quant` (see module docstring for each layout)."""
+    _check_choice(quant, QUANTS, "quant")
+    shapes = linear_shapes(card)
+    embed = embedding_params(card)
+    head = 0 if card.tie_word_embeddings else card.vocab_size * card.hidden_size
+    router = sum(s.weights for s in shapes if s.role == "router")
+    other = _other_params(card)
+    qs = [s for s in shapes if _quantized(s)]
+    q_weights = sum(s.weights for s in qs)
+    if quant in ("bf16", "fp16"):
+        return 2.0 * (embed + head + router + q_weights + other)
+    if quant in ("fp8", "int8"):
+        scales = sum(s.out_features * s.count for s in qs)
+        return 1.0 * q_weights + 4.0 * scales + 2.0 * (embed + head + router + other)
+    if quant in ("int4-awq", "int4-gptq"):
+        groups = sum(math.ceil(s.in_features / AWQ_GROUP) * s.out_features * s.count for s in qs)
+        g_idx = sum(s.in_features * s.count for s in qs) if quant == "int4-gptq" else 0
+        return 0.5 * q_weights + 2.5 * groups + 4.0 * g_idx + 2.0 * (embed + head + router + other)
+    # int4-gguf
+    if card.tie_word_embeddings:
+        emb_bytes = Q6_K_BYTES_PER_WEIGHT * embed
+    else:
+        emb_bytes = Q4_K_BYTES_PER_WEIGHT * embed + Q6_K_BYTES_PER_WEIGHT * head
+    return Q4_K_BYTES_PER_WEIGHT * q_weights + emb_bytes + 4.0 * (router + other)
+
+
+def kv_bytes_per_token(card: ModelCard, kv_dtype: str = "bf16") -> int:
+    """KV-cache bytes one token occupies across all layers (GQA or MLA; see module docstring)."""
+    _check_choice(kv_dtype, KV_DTYPES, "kv_dtype")
+    b = KV_BYTES[kv_dtype]
+    if card.is_mla:
+        return card.num_layers * (card.kv_lora_rank + card.qk_rope_head_dim) * b
+    return 2 * card.num_layers * card.num_kv_heads * card.head_dim * b
+
+
+def kv_bytes_per_token_per_gpu(card: ModelCard, kv_dtype: str, tensor_parallel: int) -> float:
+    """Per-GPU share under tensor parallelism, as vLLM shards the cache.
+
+    GQA: KV heads are split across ranks, replicated when there are fewer heads than ranks
+    (each rank holds max(1, n_kv / tp) heads). MLA: every rank holds the whole latent.
+    """
+    full = kv_bytes_per_token(card, kv_dtype)
+    if card.is_mla:
+        return float(full)
+    heads_per_rank = max(1.0, card.num_kv_heads / tensor_parallel)
+    return full * heads_per_rank / card.num_kv_heads
+
+
+def activation_reserve_bytes(card: ModelCard, max_num_batched_tokens: int = VLLM_MAX_NUM_BATCHED_TOKENS,
+                             max_num_seqs: int = VLLM_MAX_NUM_SEQS, tensor_parallel: int = 1) -> float:
+    """Peak transient memory of one engine step, as vLLM's `profile_run` measures it.
+
+    vLLM (v1 `gpu_model_runner.profile_run`) runs one dummy forward of `max_num_batched_tokens`
+    tokens and one sampler pass over `max_num_seqs` sequences, and reserves the peak. We model
+    the peak as the largest per-layer working set (activations are freed layer to layer at
+    inference) plus the sampler's logits:
+      T · 2 B · (2·h + q_out + 2·kv_out + 3·i_eff) / tp   [residual, normed input, q/k/v, MLP]
+      + S · V · 4 B · 2                                   [fp32 logits and probabilities]
+    with i_eff = intermediate_size (dense), or top-k · moe_intermediate_size for MoE (vLLM's
+    fused-MoE intermediate caches hold T·k rows) plus shared experts.
+    """
+    t, s = max_num_batched_tokens, max_num_seqs
+    h = card.hidden_size
+    attn_out = sum(x.out_features for x in linear_shapes(card) if x.role == "attn" and x.name != "o_proj")
+    if card.is_moe:
+        i_eff = card.num_experts_per_tok * card.moe_intermediate_size + card.num_shared_experts * card.moe_intermediate_size
+        i_eff = max(i_eff, card.intermediate_size if card.num_layers > card.num_moe_layers else 0)
+    else:
+        i_eff = card.intermediate_size
+    layer = t * 2.0 * (2 * h + attn_out + 3 * i_eff) / tensor_parallel
+    sampler = s * card.vocab_size * 4.0 * 2
+    return layer + sampler
+
+
+@dataclass(frozen=True)
+class ServingMemoryPlan:
+    """Memory of one serving replica, per GPU (all GiB except `kv_bytes_per_token`/`max_kv_tokens`).
+
+    usable = gpu_memory_utilization · HBM; kv = usable − weights − activation reserve − runtime
+    overhead; max_kv_tokens = kv / kv_bytes_per_token rounded down to whole 16-token blocks.
+    `needed_gib` = weights + reserve + overhead + the KV of one `max_model_len_tok` sequence —
+    the least memory vLLM accepts; `fits` = needed ≤ usable.
+    """
+
+    gpu_total_gib: float
+    usable_gib: float
+    weights_gib: float
+    activation_reserve_gib: float
+    runtime_overhead_gib: float
+    kv_gib: float
+    kv_bytes_per_token: float
+    max_kv_tokens: int
+    max_model_len_tok: int
+    tensor_parallel: int
+    fits: bool
+    needed_gib: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def serving_memory_plan(card: ModelCard, gpu: GpuCard, quant: str = "bf16", kv_dtype: str = "bf16",
+                        gpu_memory_utilization: float = 0.9, tensor_parallel: int = 1,
+                        max_model_len_tok: int | None = None,
+                        max_num_batched_tokens: int = VLLM_MAX_NUM_BATCHED_TOKENS,
+                        max_num_seqs: int = VLLM_MAX_NUM_SEQS) -> ServingMemoryPlan:
+    """How much KV cache is left per GPU after weights and the step's working memory."""
+    if not (0 < gpu_memory_utilization <= 1):
+        raise LifecostError(f"gpu_memory_utilization {gpu_memory_utilization} must be in (0, 1]",
+                            field="gpu_memory_utilization", fix="use e.g. 0.9")
+    if isinstance(tensor_parallel, bool) or not isinstance(tensor_parallel, int) or tensor_parallel < 1:
+        raise LifecostError(f"tensor_parallel {tensor_parallel!r} must be a positive integer",
+                            field="tensor_parallel", fix="use 1, 2, 4 or 8")
+    if card.num_attention_heads % tensor_parallel:
+        raise LifecostError(f"{card.num_attention_heads} attention heads do not split over {tensor_parallel} GPUs",
+                            field="tensor_parallel", fix="use a divisor of the head count")
+    max_len = max_model_len_tok or card.max_position_embeddings
+    usable = gpu_memory_utilization * gpu.hbm_gib
+    weights = weight_bytes(card, quant) / tensor_parallel / GIB
+    reserve = activation_reserve_bytes(card, max_num_batched_tokens, max_num_seqs, tensor_parallel) / GIB
+    kv_tok = kv_bytes_per_token_per_gpu(card, kv_dtype, tensor_parallel)
+    kv = usable - weights - reserve - RUNTIME_OVERHEAD_GIB
+    blocks = max(0, math.floor(kv * GIB / (kv_tok * VLLM_BLOCK_SIZE_TOK)))
+    needed = weights + reserve + RUNTIME_OVERHEAD_GIB + max_len * kv_tok / GIB
+    return ServingMemoryPlan(
+        gpu_total_gib=gpu.hbm_gib, usable_gib=usable, weights_gib=weights, activation_reserve_gib=reserve,
+        runtime_overhead_gib=RUNTIME_OVERHEAD_GIB, kv_gib=max(kv, 0.0), kv_bytes_per_token=kv_tok,
+        max_kv_tokens=blocks * VLLM_BLOCK_SIZE_TOK, max_model_len_tok=max_len, tensor_parallel=tensor_parallel,
+        fits=needed <= usable, needed_gib=needed,
+    )
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def nf4_weight_bytes(card: ModelCard) -> float:
+    """QLoRA base weights (Dettmers et al. 2023, "QLoRA", §3): NF4 for the quantized matrices.
+
+    4-bit NF4 (0.5 B) + double-quantized constants: one 8-bit absmax per 64-weight block and one
+    fp32 second-level constant per 256 blocks → 1/64 + 4/(64·256) B per weight (the paper's
+    0.127 bits). bitsandbytes quantizes only these matrices; embedding, lm_head (skipped by
+    transformers' bnb integration), routers, norms and biases stay bf16.
+    """
+    shapes = linear_shapes(card)
+    qw = sum(s.weights for s in shapes if _quantized(s))
+    head = 0 if card.tie_word_embeddings else card.vocab_size * card.hidden_size
+    router = sum(s.weights for s in shapes if s.role == "router")
+    rest = embedding_params(card) + head + router + _other_params(card)
+    return qw * (0.5 + 1 / 64 + 4 / (64 * 256)) + 2.0 * rest
+
+
+def optimizer_bytes_per_param(optimizer: str) -> float:
+    """Optimizer state per trained parameter.
+
+    adamw: fp32 m and v (8 B; Loshchilov & Hutter 2019). adamw-8bit: bitsandbytes block-wise
+    8-bit m and v (Dettmers et al. 2022, "8-bit Optimizers via Block-wise Quantization"), 1 B each
+    + an fp32 absmax per 2048-value block. sgd: SGD with momentum, one fp32 buffer (4 B).
+    """
+    _check_choice(optimizer, OPTIMIZERS, "optimizer")
+    return {"adamw": 8.0, "adamw-8bit": 2.0 * (1 + 4 / 2048), "sgd": 4.0}[optimizer]
+
+
+def activation_bytes_per_token_layer(card: ModelCard, moe_layer: bool) -> float:
+    """Activations one decoder layer keeps for backward, per token (bf16, FlashAttention/SDPA).
+
+    Following Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer
+    Models", §4.1: 34·s·b·h + 5·a·s²·b per layer for GPT) but for today's fine-tuning stack:
+    FlashAttention stores no s² score/softmax/dropout tensors (only O and the fp32 log-sum-exp),
+    dropout is off, and the MLP is SwiGLU. Saved tensors, 2 B each unless noted:
+      attention: residual 2h, normed input 2h, q/k/v after rope, O, lse (4 B × heads);
+      MLA adds the latent q_a/kv_a outputs and their normed copies;
+      MLP: residual 2h, normed input 2h, gate, up, silu(gate), product: 4 × 2·i;
+      MoE: per routed copy the dispatched input 2h and 4 × 2·m, shared experts 4 × 2·m,
+      fp32 router logits 4·E.
+    """
+    h, heads = card.hidden_size, card.num_attention_heads
+    b = 2.0
+    if card.is_mla:
+        qk = card.qk_nope_head_dim + card.qk_rope_head_dim
+        attn = b * (2 * h + heads * qk * 2 + heads * card.v_head_dim * 2)  # x, normed x, q, k, v, o
+        attn += b * 2 * (card.kv_lora_rank + card.qk_rope_head_dim)
+        if card.q_lora_rank is not None:
+            attn += b * 2 * card.q_lora_rank
+    else:
+        q, kv = heads * card.head_dim, card.num_kv_heads * card.head_dim
+        attn = b * (2 * h + q + 2 * kv + q)
+    attn += 4.0 * heads
+    mlp = b * 2 * h
+    if moe_layer:
+        k, m = card.num_experts_per_tok, card.moe_intermediate_size
+        mlp += k * b * (h + 4 * m) + card.num_shared_experts * b * 4 * m + 4.0 * card.num_experts
+    else:
+        mlp += b * 4 * card.intermediate_size
+    return attn + mlp
+
+
+def activation_bytes_per_token(card: ModelCard, grad_ckpt: bool) -> float:
+    """All layers' saved activations per token; with checkpointing only each layer's input
+    (2·h B) is kept, plus one layer's full set while it is recomputed (Chen et al. 2016)."""
+    n_moe = card.num_moe_layers
+    n_dense = card.num_layers - n_moe
+    per_dense = activation_bytes_per_token_layer(card, False) if n_dense else 0.0
+    per_moe = activation_bytes_per_token_layer(card, True) if n_moe else 0.0
+    if not grad_ckpt:
+        return n_dense * per_dense + n_moe * per_moe
+    return card.num_layers * 2.0 * card.hidden_size + max(per_dense, per_moe)
+
+
+@dataclass(frozen=True)
+class TrainingMemoryPlan:
+    """Peak memory of one data-parallel training rank (GiB per term).
+
+    needed = weights + adapters + gradients + optimizer + master_weights + activations
+    + lora_activations + logits + overhead; available = the GPU's HBM; fits = needed ≤ available.
+    """
+
+    method: str
+    optimizer: str
+    trainable_params: int
+    weights_gib: float
+    adapters_gib: float
+    gradients_gib: float
+    optimizer_gib: float
+    master_weights_gib: float
+    activations_gib: float
+    lora_activations_gib: float
+    logits_gib: float
+    overhead_gib: float
+    needed_gib: float
+    available_gib: float
+    fits: bool
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# Logits memory per element (vocab × seq × micro-batch): bf16 logits kept for backward (2 B),
+# the fp32 upcast the cross-entropy computes on (4 B) and its fp32 gradient during backward (4 B).
+LOGITS_BYTES_PER_ELEMENT = 2 + 4 + 4
+
+
+def training_memory_plan(card: ModelCard, gpu: GpuCard, method: str, seq_len_tok: int, micro_batch: int,
+                         grad_ckpt: bool = True, optimizer: str = "adamw", lora_r: int = 16,
+                         lora_targets: str = "all-linear") -> TrainingMemoryPlan:
+    """Memory of a fine-tuning step on one GPU.
+
+    full (mixed precision as in ZeRO, Rajbhandari et al. 2020 §3.1): bf16 weights (2 B) and
+    gradients (2 B), an fp32 master copy (4 B) and the optimizer states → 16 B/param with AdamW.
+    lora: frozen bf16 base, fp32 adapters (peft's default `autocast_adapter_dtype=True`), fp32
+    adapter gradients and optimizer states, no master copy. qlora: as lora over an NF4 base.
+    Activations as `activation_bytes_per_token` × seq × micro-batch; LoRA adds each adapted
+    matrix's r-wide fp32 `x·A` per token.
+    """
+    _check_choice(method, TRAIN_METHODS, "method")
+    _check_choice(optimizer, OPTIMIZERS, "optimizer")
+    for value, field in ((seq_len_tok, "seq_len_tok"), (micro_batch, "micro_batch")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise LifecostError(f"{field} {value!r} must be a positive integer", field=field, fix="pass a whole number")
+    total = params_total(card)
+    tokens = seq_len_tok * micro_batch
+    opt_b = optimizer_bytes_per_param(optimizer)
+    if method == "full":
+        trainable = total
+        weights, adapters = 2.0 * total, 0.0
+        grads, master = 2.0 * total, 4.0 * total
+        lora_act = 0.0
+    else:
+        trainable = lora_trainable_params(card, lora_r, lora_targets)
+        weights = nf4_weight_bytes(card) if method == "qlora" else weight_bytes(card, "bf16")
+        adapters, grads, master = 4.0 * trainable, 4.0 * trainable, 0.0
+        per_tok = sum(4.0 * m.rank * m.shape.active for m in adapted_matrices(card, lora_r, lora_targets))
+        if grad_ckpt:
+            per_tok = per_tok / card.num_layers  # only the recomputed layer holds them
+        lora_act = per_tok * tokens
+    optim = opt_b * trainable
+    acts = activation_bytes_per_token(card, grad_ckpt) * tokens
+    logits = LOGITS_BYTES_PER_ELEMENT * card.vocab_size * tokens
+    needed_b = weights + adapters + grads + optim + master + acts + lora_act + logits
+    needed = needed_b / GIB + TRAIN_OVERHEAD_GIB
+    return TrainingMemoryPlan(
+        method=method, optimizer=optimizer, trainable_params=trainable, weights_gib=weights / GIB,
+        adapters_gib=adapters / GIB, gradients_gib=grads / GIB, optimizer_gib=optim / GIB,
+        master_weights_gib=master / GIB, activations_gib=acts / GIB, lora_activations_gib=lora_act / GIB,
+        logits_gib=logits / GIB, overhead_gib=TRAIN_OVERHEAD_GIB, needed_gib=needed,
+        available_gib=gpu.hbm_gib, fits=needed <= gpu.hbm_gib,
+    )
