@@ -1,0 +1,220 @@
+"""The calibration Profile: measured numbers for one (GPU, engine), versioned, read-only here.
+
+Why a separate, versioned file: the simulator runs anywhere on CPU, but its fidelity comes from
+measurements taken once on the target GPU (Vidur's profiling contract: measured data keyed by
+`<gpu>/<engine>` feeds a simulator that then needs no GPU). `calibrate` writes Profiles; the
+simulator only reads them. A Profile may be partial — a calibration that measured ceilings but
+never ran a serving sweep still helps — so every measured section is optional.
+
+Layout on disk: `models/profiles/<gpu catalog name>/<engine name>.json` (see
+`models/profiles/README.md` for the field-by-field format). `schema_version` lets a newer
+lifecost refuse an older file with a clear message instead of misreading it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from models.errors import LifecostError
+
+PROFILE_SCHEMA_VERSION = 1
+PROFILES_DIR = Path(__file__).parent / "profiles"
+MAX_PROFILE_BYTES = 5_000_000  # a Profile is a small JSON file; refuse anything bigger
+# The simulated engine is vLLM-style; when no vLLM profile exists for a GPU, a profile measured
+# with the transformers continuous-batching fallback is the next best measurement of that GPU.
+ENGINE_PREFERENCE = ("vllm", "transformers-cb")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProfileGpu(_Section):
+    """Which GPU was measured: the name as pynvml reports it and the matching catalog name."""
+
+    name: str  # e.g. "NVIDIA H100 80GB HBM3" (pynvml.nvmlDeviceGetName)
+    catalog_name: str  # e.g. "H100-SXM" (`lifecost gpus list`)
+    memory_gib: float | None = Field(None, gt=0)
+    driver: str | None = None
+    cuda: str | None = None
+
+
+class ProfileEngine(_Section):
+    """Which serving engine produced the step-time measurements."""
+
+    name: str  # "vllm" | "transformers-cb" | "openai-http"
+    version: str
+
+
+class FitStats(_Section):
+    """How well a fitted formula reproduced the points it was fitted on."""
+
+    n_points: int = Field(ge=1)
+    r2: float = Field(le=1.0)
+    mape: float = Field(ge=0.0)  # mean absolute percentage error, as a fraction (0.05 = 5 %)
+
+
+class Ceilings(_Section):
+    """Measured hardware ceilings (micro-benchmarks); each may be missing in a partial Profile.
+
+    Reference on one H100 80GB HBM3 (DESIGN.md): 8192³ bf16 GEMM ≈ 770 TFLOP/s, device-to-device
+    copy ≈ 2.96 TB/s (read + write counted), pinned host→device ≈ 55 GB/s.
+    """
+
+    gemm_bf16_tflops: float | None = Field(None, gt=0)
+    hbm_copy_tb_s: float | None = Field(None, gt=0)
+    h2d_gb_s: float | None = Field(None, gt=0)
+    d2h_gb_s: float | None = Field(None, gt=0)
+
+
+class StepTimeCoeffs(_Section):
+    """Coefficients of the fitted step-time formula (DESIGN.md, "The step-time predictor").
+
+    t_step = c0_s + c1·linear_FLOPs/peak + c2·weight_bytes/HBM_BW + c3·attn_prefill_FLOPs/peak
+             + c4·KV_bytes_read/HBM_BW
+    where peak = `Ceilings.gemm_bf16_tflops` and HBM_BW = `Ceilings.hbm_copy_tb_s` of the same
+    Profile (the datasheet values when a ceiling is missing). c0_s is seconds (typically
+    1e-3 … 1e-2: scheduler, sampling, kernel launches); c1…c4 are dimensionless inverse
+    efficiencies (typically 1 … 3: a c2 of 1.2 means weights stream at 1/1.2 of measured copy
+    bandwidth). `quant_factors` multiply the whole step time per weight format (e.g.
+    {"int4-awq": 1.15} when dequantisation costs 15 %); missing formats use 1.0.
+    """
+
+    c0_s: float = Field(ge=0.0)
+    c1: float = Field(ge=0.0)
+    c2: float = Field(ge=0.0)
+    c3: float = Field(ge=0.0)
+    c4: float = Field(ge=0.0)
+    fit: FitStats
+    quant_factors: dict[str, float] = Field(default_factory=dict)
+    fit_model: str | None = None  # model card (name) whose runs were fitted, for provenance
+
+
+class TrainingTerms(_Section):
+    """Measured training terms: model FLOPs utilisation and memory beyond the analytic plan."""
+
+    mfu: float = Field(gt=0.0, le=1.0)
+    memory_overhead_gib: float = Field(0.0, ge=0.0)
+    fit: FitStats | None = None
+
+
+class EnergyTerms(_Section):
+    """Measured energy: joules per prefill / decode token (board power, pynvml) and idle power."""
+
+    prefill_j_per_tok: float | None = Field(None, ge=0.0)
+    decode_j_per_tok: float | None = Field(None, ge=0.0)
+    idle_w: float | None = Field(None, ge=0.0)
+
+
+class Profile(_Section):
+    """One calibration of one (GPU, engine). Every measured section is optional (partial Profile)."""
+
+    schema_version: Literal[1] = PROFILE_SCHEMA_VERSION
+    gpu: ProfileGpu
+    engine: ProfileEngine
+    created_utc: str  # ISO 8601, e.g. "2026-11-22T19:00:00Z"
+    command: str  # the exact command that produced this file
+    ceilings: Ceilings = Ceilings()
+    step_time: StepTimeCoeffs | None = None
+    training: TrainingTerms | None = None
+    energy: EnergyTerms | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{gpu_dir_name(self.gpu.catalog_name)}/{self.engine.name}"
+
+
+def gpu_dir_name(name: str) -> str:
+    """Directory-safe GPU name: 'NVIDIA H100 80GB HBM3' → 'NVIDIA-H100-80GB-HBM3'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")
+
+
+def parse_profile(text: str, source: str = "<profile>") -> Profile:
+    """Validate JSON text into a Profile; errors name the file and the field."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise LifecostError(f"not valid JSON ({e.msg} at line {e.lineno})", field=source) from None
+    if not isinstance(data, dict):
+        raise LifecostError("a Profile must be a JSON object", field=source)
+    version = data.get("schema_version")
+    if version != PROFILE_SCHEMA_VERSION:
+        raise LifecostError(
+            f"schema_version {version!r} is not supported (this lifecost reads {PROFILE_SCHEMA_VERSION})",
+            field=f"{source} schema_version",
+            fix="re-run `lifecost calibrate` with this version of lifecost",
+        )
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise LifecostError(err["msg"], field=f"{source} {loc}", fix="see models/profiles/README.md for the format") from None
+
+
+def profile_path(catalog_gpu: str, engine: str, profiles_dir: Path | None = None) -> Path:
+    return (profiles_dir or PROFILES_DIR) / gpu_dir_name(catalog_gpu) / f"{engine}.json"
+
+
+def load_profile(key_or_path: str | Path, profiles_dir: Path | None = None) -> Profile:
+    """Load a Profile from a file path, or from a key `<gpu>/<engine>` under the profiles dir."""
+    p = Path(key_or_path)
+    if not p.is_file():
+        parts = str(key_or_path).split("/")
+        if len(parts) == 2 and not str(key_or_path).endswith(".json"):
+            p = profile_path(parts[0], parts[1], profiles_dir)
+    if not p.is_file():
+        raise LifecostError(
+            f"no Profile file or key {str(key_or_path)!r}",
+            field="engine.profile",
+            fix="give a path to a Profile JSON, a key like 'H100-SXM/vllm', 'auto' or 'roofline'",
+        )
+    if p.stat().st_size > MAX_PROFILE_BYTES:
+        raise LifecostError(f"{p} is {p.stat().st_size} bytes; a Profile is at most {MAX_PROFILE_BYTES}", field="engine.profile")
+    return parse_profile(p.read_text(encoding="utf-8"), source=str(p))
+
+
+def find_profile(gpu_name: str, engine: str | None = None, profiles_dir: Path | None = None) -> Profile | None:
+    """The stored Profile for a GPU (catalog or pynvml name) and engine, or None when none exists.
+
+    With `engine=None`, engines are tried in `ENGINE_PREFERENCE` order (vLLM first: the
+    simulated engine is vLLM-style).
+    """
+    root = profiles_dir or PROFILES_DIR
+    engines = (engine,) if engine else ENGINE_PREFERENCE
+    for eng in engines:
+        direct = profile_path(gpu_name, eng, root)
+        if direct.is_file():
+            return load_profile(direct)
+    if not root.is_dir():
+        return None
+    # A GPU directory may be named by its pynvml name; match on the names stored inside.
+    for eng in engines:
+        for path in sorted(root.glob(f"*/{eng}.json")):
+            prof = load_profile(path)
+            if gpu_name in (prof.gpu.catalog_name, prof.gpu.name):
+                return prof
+    return None
+
+
+def save_profile(profile: Profile, path: str | Path) -> Path:
+    """Write a Profile as JSON atomically (temp file + rename), so a reader never sees half a file."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(profile.model_dump_json(indent=2, exclude_none=True) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

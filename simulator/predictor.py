@@ -1,0 +1,283 @@
+"""How long one engine iteration takes: the step-time predictor.
+
+One iteration of a continuous-batching engine computes P prefill tokens (possibly a chunk of a
+prompt) and D decode tokens (one per running sequence). Its time is predicted from
+physics-shaped features — FLOPs and bytes — so one set of coefficients transfers across model
+sizes (DESIGN.md, "The step-time predictor"):
+
+    linear FLOPs   = (P + D) · linear_flops_per_token(card)           GEMMs, 2·N_active per token
+    attn prefill   = Σ_chunks (n·c + n(n+1)/2) · attn FLOPs per (query, key) pair
+                     (a chunk of n tokens after c cached ones attends causally)
+    attn decode    = Σ_decodes ctx_i · attn FLOPs per pair            (one query over ctx keys)
+    weight bytes   = weight_bytes(card, quant)                        streamed once per step
+    KV bytes read  = (Σ_decodes ctx_i + Σ_chunks (c + n)) · kv_bytes_per_token(card, kv_dtype)
+
+All per-GPU quantities are divided by the tensor-parallel degree; with TP > 1 each step also pays
+two ring all-reduces per layer of the step's activations (Megatron-LM, Shoeybi et al. 2019, §3:
+one after attention, one after the MLP; a ring all-reduce moves 2·(tp−1)/tp of the buffer).
+
+Two implementations behind one small interface (`StepTimePredictor`):
+
+* `RooflinePredictor` — no measurements: max(compute time, memory time) with the GPU card's
+  datasheet peaks × its documented efficiencies (Williams et al. 2009, "Roofline"). Weight
+  formats with native tensor-core support use their own peak (fp8 → `fp8_tflops`, int8 W8A8 →
+  `int8_tops`); weight-only int4 (AWQ/GPTQ/GGUF) computes in bf16.
+* `FittedPredictor` — the DESIGN.md form with coefficients from a calibration Profile:
+      t = c0_s + c1·linear_FLOPs/peak + c2·weight_bytes/BW + c3·attn_prefill_FLOPs/peak
+            + c4·KV_bytes_read/BW
+  with peak and BW the Profile's *measured* ceilings. c0_s ~ 1e-3…1e-2 s (scheduler, sampling,
+  launches); c1…c4 ~ 1…3 (inverse efficiencies).
+
+A per-weight-format factor multiplies the step time (dequantisation overhead). It is 1.0 until a
+Profile measures it (`StepTimeCoeffs.quant_factors`): the roofline already charges quantised
+weights at their smaller byte count, and we have no measurement of the kernels' overhead.
+
+Speed: the simulator advances a run of k identical-composition decode steps at once. In such a
+run every sequence's context grows by one token per step, so each step's time is a linear
+function of the step index j (the roofline: the max of two linear functions, split at their
+crossover). `run_time_s` sums that series in closed form and `steps_within_s` inverts it, so a
+run costs O(1) whatever its length.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+from models.errors import LifecostError
+
+# Per-weight-format step-time multipliers before calibration: 1.0 (see module docstring).
+DEFAULT_QUANT_FACTOR = 1.0
+
+
+@dataclass(slots=True)
+class StepFeatures:
+    """What one engine iteration computes; plain ints so the hot loop builds it cheaply."""
+
+    prefill_tok: int = 0  # P: prompt (or recomputed) tokens in prefill chunks
+    decode_tok: int = 0  # D: decode tokens, one per decoding sequence
+    decode_ctx_tok: int = 0  # Σ over decoding sequences of the keys attended (context incl. the new token)
+    prefill_ctx_tok: int = 0  # Σ over prefill chunks of (cached context + chunk length)
+    prefill_attn_pairs: int = 0  # Σ over prefill chunks of n·c + n(n+1)/2 causal (query, key) pairs
+    num_seqs: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCosts:
+    """Per-GPU cost constants of one model on one engine config, derived once from the cards."""
+
+    linear_flops_per_tok: float  # FLOPs per token through the GEMMs (per GPU)
+    attn_flops_per_pair: float  # FLOPs per (query, key) pair: QKᵀ and AV over all layers (per GPU)
+    weight_bytes: float  # bytes of weights streamed each step (per GPU)
+    kv_bytes_per_tok: float  # KV-cache bytes per token of context (per GPU)
+    allreduce_bytes_per_tok: float  # bytes each token's activations put on the TP link per step
+    link_bytes_s: float  # NVLink bandwidth per GPU, bytes/s (only used when TP > 1)
+
+    @classmethod
+    def from_cards(cls, card, gpu, quant: str, kv_dtype: str, tensor_parallel: int = 1) -> "ModelCosts":
+        from models.flops import attn_flops_per_token, linear_flops_per_token
+        from models.memory import kv_bytes_per_token_per_gpu, weight_bytes
+
+        tp = tensor_parallel
+        ref_ctx = 4096  # attention FLOPs are linear in context; read the slope at a long context
+        pair = (attn_flops_per_token(card, ref_ctx) - attn_flops_per_token(card, 0)) / ref_ctx
+        act_bytes = 2  # bf16 activations
+        # Two all-reduces per layer of a hidden-size activation; a ring moves 2(tp−1)/tp of it.
+        allreduce = 2 * card.num_layers * card.hidden_size * act_bytes * 2 * (tp - 1) / tp if tp > 1 else 0.0
+        link = (gpu.nvlink_gb_s or 0.0) * 1e9 / 2  # the card gives bidirectional; a ring sends one way
+        if tp > 1 and link <= 0:
+            raise LifecostError(f"{gpu.name} has no NVLink bandwidth in its card, needed for tensor_parallel={tp}", field="gpu.tensor_parallel", fix="use tensor_parallel: 1 or a GPU with nvlink_gb_s")
+        return cls(
+            linear_flops_per_tok=linear_flops_per_token(card) / tp,
+            attn_flops_per_pair=pair / tp,
+            weight_bytes=weight_bytes(card, quant) / tp,
+            kv_bytes_per_tok=kv_bytes_per_token_per_gpu(card, kv_dtype, tp),  # KV heads replicate when fewer than tp
+            allreduce_bytes_per_tok=allreduce,
+            link_bytes_s=link,
+        )
+
+
+# --- closed forms over a run of steps whose time is max_i(a_i + b_i·j), j = 0, 1, … ---------------
+
+Line = tuple[float, float]  # (a, b): step j takes a + b·j seconds
+
+
+def _series(a: float, b: float, start: int, n: int) -> float:
+    """Σ_{j=start}^{start+n−1} (a + b·j) — an arithmetic series."""
+    return n * a + b * n * (2 * start + n - 1) / 2.0
+
+
+def _segments(lines: tuple[Line, ...]) -> tuple[tuple[Line, int], ...]:
+    """Split j ≥ 0 into (line, first index) pieces where that line is the max (1 or 2 lines)."""
+    if len(lines) == 1:
+        return ((lines[0], 0),)
+    (a1, b1), (a2, b2) = lines
+    if a1 < a2 or (a1 == a2 and b1 < b2):
+        (a1, b1), (a2, b2) = (a2, b2), (a1, b1)
+    # line 1 is the max at j = 0; line 2 overtakes only if it grows faster
+    if b2 <= b1:
+        return (((a1, b1), 0),)
+    cross = math.ceil((a1 - a2) / (b2 - b1))  # first j with line 2 ≥ line 1
+    if cross <= 0:
+        return (((a2, b2), 0),)
+    return (((a1, b1), 0), ((a2, b2), cross))
+
+
+def run_time_of_lines(lines: tuple[Line, ...], num_steps: int) -> float:
+    total = 0.0
+    segs = _segments(lines)
+    for i, ((a, b), start) in enumerate(segs):
+        end = segs[i + 1][1] if i + 1 < len(segs) else num_steps
+        end = min(end, num_steps)
+        if end > start:
+            total += _series(a, b, start, end - start)
+    return total
+
+
+def _first_n_reaching(a: float, b: float, start: int, target_s: float) -> int:
+    """Smallest n ≥ 1 with Σ_{j=start}^{start+n−1}(a + b·j) ≥ target_s."""
+    a0 = a + b * start
+    if b <= 0.0:
+        n = max(1, math.ceil(target_s / a0))
+    else:
+        lin = a0 - b / 2.0
+        n = max(1, math.ceil((-lin + math.sqrt(lin * lin + 2.0 * b * target_s)) / b))
+    # float fix-up: at most a step or two either way
+    while n > 1 and _series(a, b, start, n - 1) >= target_s:
+        n -= 1
+    while _series(a, b, start, n) < target_s:
+        n += 1
+    return n
+
+
+def steps_within_lines(lines: tuple[Line, ...], budget_s: float) -> int:
+    """Smallest k ≥ 1 whose run time reaches `budget_s` (the step during which it elapses)."""
+    if budget_s <= 0.0:
+        return 1
+    segs = _segments(lines)
+    if len(segs) == 2:
+        (a, b), _ = segs[0]
+        cross = segs[1][1]
+        first = _series(a, b, 0, cross)
+        if first >= budget_s:
+            return _first_n_reaching(a, b, 0, budget_s)
+        (a2, b2), _ = segs[1]
+        return cross + _first_n_reaching(a2, b2, cross, budget_s - first)
+    (a, b), _ = segs[0]
+    return _first_n_reaching(a, b, 0, budget_s)
+
+
+class StepTimePredictor(Protocol):
+    """The interface the engine uses. `features` describe one step (or the first step of a run)."""
+
+    name: str
+
+    def step_time_s(self, f: StepFeatures) -> float:
+        """Seconds one engine iteration with these features takes (> 0)."""
+
+    def run_time_s(self, f: StepFeatures, num_steps: int) -> float:
+        """Seconds for `num_steps` decode-only steps starting at `f`, each adding one context token per sequence."""
+
+    def steps_within_s(self, f: StepFeatures, budget_s: float) -> int:
+        """Smallest number of such steps whose total time reaches `budget_s` (at least 1)."""
+
+
+class _LinePredictor:
+    """Shared machinery: a subclass says how a step's features map to linear pieces in j."""
+
+    name = "base"
+
+    def _lines(self, f: StepFeatures) -> tuple[Line, ...]:
+        raise NotImplementedError
+
+    def step_time_s(self, f: StepFeatures) -> float:
+        return max(a for a, _ in self._lines(f))
+
+    def run_time_s(self, f: StepFeatures, num_steps: int) -> float:
+        return run_time_of_lines(self._lines(f), num_steps)
+
+    def steps_within_s(self, f: StepFeatures, budget_s: float) -> int:
+        return steps_within_lines(self._lines(f), budget_s)
+
+
+class RooflinePredictor(_LinePredictor):
+    """max(compute, memory) at the GPU card's peak × efficiency — the uncalibrated default."""
+
+    name = "roofline"
+
+    def __init__(self, card, gpu, quant: str = "bf16", kv_dtype: str = "bf16", tp: int = 1, *, quant_factor: float = DEFAULT_QUANT_FACTOR):
+        self.costs = ModelCosts.from_cards(card, gpu, quant, kv_dtype, tp)
+        compute_dtype = quant if quant in ("fp8", "int8") else "bf16"  # W8A8; int4 formats are weight-only
+        self.flops_s = gpu.peak_tflops(compute_dtype) * 1e12 * gpu.flops_efficiency
+        self.bytes_s = gpu.hbm_tb_s * 1e12 * gpu.hbm_efficiency
+        self.quant_factor = quant_factor
+
+    def _lines(self, f: StepFeatures) -> tuple[Line, ...]:
+        c, q = self.costs, self.quant_factor
+        tokens = f.prefill_tok + f.decode_tok
+        comm = tokens * c.allreduce_bytes_per_tok / c.link_bytes_s if c.allreduce_bytes_per_tok else 0.0
+        compute_a = (c.linear_flops_per_tok * tokens + c.attn_flops_per_pair * (f.prefill_attn_pairs + f.decode_ctx_tok)) / self.flops_s
+        compute_b = c.attn_flops_per_pair * f.decode_tok / self.flops_s
+        memory_a = (c.weight_bytes + c.kv_bytes_per_tok * (f.decode_ctx_tok + f.prefill_ctx_tok)) / self.bytes_s
+        memory_b = c.kv_bytes_per_tok * f.decode_tok / self.bytes_s
+        return ((compute_a * q + comm, compute_b * q), (memory_a * q + comm, memory_b * q))
+
+
+class FittedPredictor(_LinePredictor):
+    """The DESIGN.md fitted form with a Profile's coefficients and measured ceilings."""
+
+    name = "fitted"
+
+    def __init__(self, profile, card, gpu, quant: str = "bf16", kv_dtype: str = "bf16", tp: int = 1):
+        st = profile.step_time
+        if st is None:
+            raise LifecostError(f"Profile {profile.key} has no step_time section", field="engine.profile", fix="run `lifecost calibrate` with serving sweeps, or use profile: roofline")
+        self.profile = profile
+        self.costs = ModelCosts.from_cards(card, gpu, quant, kv_dtype, tp)
+        ceil = profile.ceilings
+        self.flops_s = (ceil.gemm_bf16_tflops or gpu.bf16_tflops) * 1e12
+        self.bytes_s = (ceil.hbm_copy_tb_s or gpu.hbm_tb_s) * 1e12
+        self.c0_s, self.c1, self.c2, self.c3, self.c4 = st.c0_s, st.c1, st.c2, st.c3, st.c4
+        self.quant_factor = st.quant_factors.get(quant, DEFAULT_QUANT_FACTOR)
+
+    def _lines(self, f: StepFeatures) -> tuple[Line, ...]:
+        c, q = self.costs, self.quant_factor
+        tokens = f.prefill_tok + f.decode_tok
+        comm = tokens * c.allreduce_bytes_per_tok / c.link_bytes_s if c.allreduce_bytes_per_tok else 0.0
+        a = (
+            self.c0_s
+            + self.c1 * c.linear_flops_per_tok * tokens / self.flops_s
+            + self.c2 * c.weight_bytes / self.bytes_s
+            + self.c3 * c.attn_flops_per_pair * f.prefill_attn_pairs / self.flops_s
+            + self.c4 * c.kv_bytes_per_tok * (f.decode_ctx_tok + f.prefill_ctx_tok) / self.bytes_s
+        )
+        b = self.c4 * c.kv_bytes_per_tok * f.decode_tok / self.bytes_s
+        return ((a * q + comm, b * q),)
+
+
+def make_predictor(scenario, card=None, gpu=None, profiles_dir=None) -> StepTimePredictor:
+    """The predictor a Scenario asks for: its Profile's fit when one applies, else the roofline.
+
+    `engine.profile`: "auto" → the stored Profile for this GPU (vLLM preferred) if it has
+    step-time coefficients, else the roofline; "roofline" → always the roofline; anything else
+    → a Profile path or `<gpu>/<engine>` key, which must exist and hold step-time coefficients.
+    """
+    from models.catalog import load_model
+    from models.gpus import load_gpu
+    from models.profile import find_profile, load_profile
+
+    card = card or load_model(scenario.model.name)
+    gpu = gpu or load_gpu(scenario.gpu.name)
+    m, tp = scenario.model, scenario.gpu.tensor_parallel
+    choice = scenario.engine.profile
+    profile = None
+    if choice == "auto":
+        found = find_profile(gpu.name, profiles_dir=profiles_dir)
+        if found is not None and found.step_time is not None:  # a partial Profile without a fit: roofline
+            profile = found
+    elif choice != "roofline":
+        profile = load_profile(choice, profiles_dir=profiles_dir)
+    if profile is None:
+        return RooflinePredictor(card, gpu, m.quant, m.kv_dtype, tp)
+    return FittedPredictor(profile, card, gpu, m.quant, m.kv_dtype, tp)
