@@ -2,7 +2,7 @@
 
 Why a struct of arrays: the engine keeps per-sequence state in numpy and a day of traffic is
 millions of requests, so nothing here builds a Python object per request. Generation is fully
-vectorised (1M requests in a fraction of a second, see `benchmarks/sim_speed.py`).
+vectorised (1M requests in a fraction of a second: `benchmarks/workload_speed.py`).
 
 Reproducibility (the BLIS rule): every subsystem draws from its own RNG stream, spawned from one
 `numpy.random.SeedSequence(seed)` — arrivals, class mix, lengths (one stream per class and per
