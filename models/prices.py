@@ -257,3 +257,54 @@ def price_per_gpu_hour(sheet: PriceSheet, provider: str, gpu: str, pricing: str)
 def price_table(sheet: PriceSheet) -> list[dict]:
     """The cloud rows as plain dicts (for a CLI table or a DataFrame)."""
     return [r.model_dump() for r in sheet.cloud]
+
+
+@dataclass(frozen=True)
+class GpuHourPrice:
+    """What one GPU-hour costs in a plan, and where the figure came from.
+
+    For `pricing="on_prem"`, `usd_per_gpu_hour` is capital only and `on_prem` carries the power
+    assumptions so the caller charges energy by utilisation; for cloud pricings energy is inside
+    the rental price and `on_prem` is None.
+    """
+
+    usd_per_gpu_hour: float
+    provider: str
+    gpu: str
+    pricing: str
+    source: str
+    on_prem: OnPremCost | None = None
+
+    @property
+    def label(self) -> str:
+        where = "on-prem" if self.pricing == "on_prem" else f"{self.provider} {self.pricing}"
+        return f"{self.gpu} {where} ${self.usd_per_gpu_hour:,.3f}/GPU-h"
+
+    def scaled(self, factor: float) -> "GpuHourPrice":
+        """The same price multiplied by `factor` (a what-if on the price sheet)."""
+        op = self.on_prem
+        if op is not None:
+            from dataclasses import replace
+
+            op = replace(op, capex_usd=op.capex_usd * factor, usd_per_kwh=op.usd_per_kwh * factor)
+        return GpuHourPrice(self.usd_per_gpu_hour * factor, self.provider, self.gpu, self.pricing, f"{self.source} × {factor:g}", op)
+
+
+def gpu_hour_price(sheet: PriceSheet, provider: str, gpu: str, pricing: str, override_usd: float | None = None) -> GpuHourPrice:
+    """Resolve a scenario's `prices:` section to one $/GPU-hour.
+
+    `override_usd` (the scenario's `prices.usd_per_gpu_hour`) replaces the sheet's figure; with
+    `on_prem` it replaces the capital part and power is still charged from the sheet.
+    """
+    gpu_c = canonical_gpu(gpu)
+    if pricing == "on_prem":
+        op = on_prem_for(sheet, gpu_c)
+        if override_usd is not None:
+            return GpuHourPrice(override_usd, "on_prem", gpu_c, pricing, "prices.usd_per_gpu_hour (capital part)", op)
+        return GpuHourPrice(op.capex_usd_per_gpu_hour, "on_prem", gpu_c, pricing, op.source, op)
+    if override_usd is not None:
+        if not override_usd > 0:
+            raise LifecostError(f"must be > 0, got {override_usd}", field="prices.usd_per_gpu_hour")
+        return GpuHourPrice(override_usd, provider, gpu_c, pricing, "prices.usd_per_gpu_hour")
+    row = find_price(sheet, provider, gpu_c, pricing)
+    return GpuHourPrice(row.usd_per_gpu_hour, row.provider, row.gpu, pricing, f"{row.basis}: {row.source}")
