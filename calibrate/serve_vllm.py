@@ -32,11 +32,11 @@ import math
 import os
 import platform
 import re
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from calibrate.runlog import RunLog
 from calibrate.serve_base import ServedRequest, ServeRequest, burst, replay_record, workload_key
@@ -148,6 +148,32 @@ def cpu_slug() -> str:
     return "cpu-" + (re.sub(r"[^a-z0-9]+", "-", name).strip("-") or "unknown")
 
 
+@contextmanager
+def _environment(overrides: dict[str, str]) -> Iterator[None]:
+    """Set environment variables while an engine is built, then restore the caller's.
+
+    vLLM reads its settings from the environment and, once an engine core has started, caches
+    them (`vllm.envs.enable_envs_cache`); the cache is cleared first so a second engine in the
+    same process sees its own settings, and the process environment is left as we found it.
+    """
+    try:
+        from vllm.envs import disable_envs_cache
+    except ImportError:  # older vLLM: no cache
+        disable_envs_cache = None
+    if disable_envs_cache is not None:
+        disable_envs_cache()
+    saved = {k: os.environ.get(k) for k in overrides}
+    os.environ.update(overrides)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _cpu_env(config: VllmEngineConfig) -> dict[str, str]:
     """Environment the CPU build reads at engine start (the GPU build needs none of it)."""
     return {"VLLM_CPU_KVCACHE_SPACE": str(config.kv_cache_space_gib)}
@@ -196,11 +222,10 @@ class VllmBackend:
 
         self.device = current_platform.device_type
         # In-process engine core: arrivals are honoured by our loop, and the scheduler is
-        # observable. Must be set before the engine is built.
-        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        # observable. The CPU build also sizes its KV cache from the environment.
+        env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
         if current_platform.is_cpu():
-            for k, v in _cpu_env(self.config).items():
-                os.environ.setdefault(k, v)
+            env.update(_cpu_env(self.config))
         from vllm import EngineArgs
         from vllm.v1.engine.llm_engine import LLMEngine
 
@@ -218,7 +243,8 @@ class VllmBackend:
         )
         t0 = time.perf_counter()
         try:
-            engine = LLMEngine.from_engine_args(args)
+            with _environment(env):
+                engine = LLMEngine.from_engine_args(args)
         except (ValueError, RuntimeError) as e:
             raise LifecostError(f"vLLM could not start on {self.model_dir}: {str(e).splitlines()[0]}",
                                 field="engine", fix="check the engine knobs (on CPU block_size_tok "
@@ -262,8 +288,9 @@ class VllmBackend:
             "device": self.device,
             "torch_threads": torch.get_num_threads(),
             "startup_s": round(self.startup_s, 3),
-            "env": {k: os.environ[k] for k in ("VLLM_CPU_KVCACHE_SPACE", "OMP_NUM_THREADS",
-                                               "VLLM_CPU_OMP_THREADS_BIND") if k in os.environ},
+            "env": {**({k: os.environ[k] for k in ("OMP_NUM_THREADS", "VLLM_CPU_OMP_THREADS_BIND")
+                        if k in os.environ}),
+                    **(_cpu_env(self.config) if self.device == "cpu" else {})},
         }
         return {"engine": engine, "timestamps_source": self.last_timestamps_source,
                 "steps": self.last_steps}
