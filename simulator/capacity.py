@@ -1,0 +1,826 @@
+"""SLA capacity search: how many replicas, and which configuration is cheapest, for a peak rate.
+
+Reading guide
+-------------
+1. `check_slo(requests_frame, slo)` — what "meets the SLO" means (below), as a `SloCheck`.
+2. `find_max_rate(scenario)` / `max_rate_meeting_slo(scenario)` — the highest request rate one
+   replica sustains within the SLO (bisection on the rate, every probe a simulation).
+3. `replicas_needed(scenario, peak_qps)` — the fewest replicas (exponential then binary search
+   over N), then *verified* by simulating the whole fleet at the peak: N meets, N−1 does not.
+4. `search(scenario, peak_qps, space)` — the cheapest configuration over a `SearchSpace`
+   (GPU type, tensor parallel, `max_num_seqs`, token budget, quantization), memory-infeasible
+   configurations pruned before any simulation, the rest evaluated in parallel through a
+   `simulator.sweep` executor. Returns a `CapacityAnswer`, which is also the answer when no
+   configuration meets the SLO (then it names the closest one and by how much it misses).
+5. `headroom_curve(scenario, n_replicas, rates)` — SLO attainment and latency percentiles vs
+   offered rate for a fleet. `capacity_for_cost(scenario)` feeds `simulator/cost.py`.
+
+What "meets the SLO" means
+--------------------------
+`SloSpec` sets bounds on TTFT, TPOT and E2E (any may be unset) and an attainment fraction A.
+A request *attains* the SLO when every set bound holds for it (TTFT ≤ ttft_p99_s, TPOT ≤
+tpot_p99_s, E2E ≤ e2e_p99_s; a request that never finished misses; a one-token output has no
+TPOT and passes that bound). A run *meets* the SLO when the fraction of measured requests that
+attain is ≥ A, *and* the offered rate per replica is sustainable: at most the replica's
+saturated completion rate (`saturation_qps`) — a finite run above it can look fine only because
+its backlog has not had time to grow. This joint rule implies each metric's A-quantile (p99 for A = 0.99) is within its
+bound, and is stricter than checking the quantiles separately when two bounds bind at once
+(the DistServe/Splitwise "SLO attainment" definition). The first `WARMUP_FRACTION` of arrivals
+are not measured: the simulation starts with an empty replica, which flatters early requests.
+
+How many requests: the tail estimate needs several requests beyond the A-quantile; with
+the scenario's default 2,000 requests and 10 % warm-up, 1,800 are measured and ~18 lie beyond
+p99. Fewer requests make the answer noisier, not biased; tests use a few hundred.
+
+Replicas and the routing assumption
+-----------------------------------
+A Poisson stream of rate λ routed uniformly at random over N replicas splits into N
+independent Poisson streams of rate λ/N (the thinning/splitting property of the Poisson
+process; e.g. Ross, *Introduction to Probability Models*, §5.3). With identical replicas the
+fleet's attainment is then exactly one replica's attainment at λ/N, so the search over N
+simulates one replica at λ/N. This is exact for random routing of Poisson arrivals and
+conservative for smarter routers (least-loaded / join-shortest-queue balance load better).
+The verification does not rely on it: it generates the peak stream, routes every request to a
+uniformly random replica, simulates each replica on its own share, and pools the requests.
+
+Reproducibility: every probe uses the scenario's seed, so probes at different rates share the
+same underlying draws (common random numbers: a Poisson stream at rate r is the unit stream
+scaled by 1/r, lengths do not depend on the rate), which keeps the search monotone in practice
+and makes the answer a pure function of (scenario, peak, space).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.errors import LifecostError
+from simulator.scenario import Scenario, SloSpec
+from simulator.sweep import Executor, LocalExecutor, run_sweep
+
+WARMUP_FRACTION = 0.10
+# A rate so high that every request is queued at t ≈ 0: the run measures the replica's
+# saturated completion rate, the upper bracket of the bisection.
+SATURATION_PROBE_QPS = 1.0e6
+# The "near zero load" probe as a fraction of the saturated rate: if the SLO is missed even
+# there, adding replicas cannot help (per-replica load only falls towards zero).
+LOW_LOAD_FRACTION = 0.02
+MAX_REPLICAS = 100_000
+METRICS = (("ttft_s", "ttft_p99_s", "TTFT"), ("tpot_s", "tpot_p99_s", "TPOT"), ("e2e_s", "e2e_p99_s", "E2E"))
+
+
+# --- what "meets" means -------------------------------------------------------------------------
+
+
+def quantile_label(attainment: float) -> str:
+    """'p99' for 0.99, 'p99.9' for 0.999, 'p95' for 0.95."""
+    return "p" + f"{attainment * 100:.6g}"
+
+
+@dataclass(frozen=True)
+class SloCheck:
+    """One simulated run judged against an SLO. Quantiles are at the attainment level A."""
+
+    rate_qps: float  # offered rate per replica (the fleet's rate for a fleet check)
+    n_replicas: int
+    attainment: float  # fraction of measured requests that attain every bound
+    target: float  # A
+    n_measured: int
+    bounds_s: dict[str, float]  # metric column → bound (only the set ones)
+    quantile_s: dict[str, float]  # metric column → its A-quantile (inf when requests never finished)
+    percentiles_s: dict[str, float] = field(default_factory=dict)  # e.g. ttft_p50_s, ttft_p99_s
+    throughput_req_s: float = math.nan
+
+    @property
+    def meets(self) -> bool:
+        return self.attainment >= self.target
+
+    @property
+    def worst(self) -> tuple[str, float, float]:
+        """(metric column, its A-quantile, its bound) for the bound missed by the largest ratio."""
+        if not self.bounds_s:
+            return ("", math.nan, math.nan)
+        col = max(self.bounds_s, key=lambda c: self.quantile_s[c] / self.bounds_s[c])
+        return col, self.quantile_s[col], self.bounds_s[col]
+
+    @property
+    def miss_ratio(self) -> float:
+        """Worst A-quantile ÷ its bound: ≤ 1 within the SLO's quantiles, 1.8 = 80 % over."""
+        col, value, bound = self.worst
+        return value / bound if col else math.nan
+
+    def describe(self) -> str:
+        """'p99 TTFT 1.8 s vs 1.0 s (attainment 93.1% vs 99%)'."""
+        col, value, bound = self.worst
+        label = dict((c, n) for c, _, n in METRICS).get(col, col)
+        q = quantile_label(self.target)
+        return f"{q} {label} {_fmt_s(value)} vs {_fmt_s(bound)} (attainment {self.attainment:.1%} vs {self.target:.0%})"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["meets"] = self.meets
+        d["miss_ratio"] = self.miss_ratio
+        return d
+
+
+def _fmt_s(x: float) -> str:
+    if not math.isfinite(x):
+        return "∞ s (never finished)"
+    return f"{x * 1000:.3g} ms" if x < 1.0 else f"{x:.3g} s"
+
+
+def slo_bounds(slo: SloSpec) -> dict[str, float]:
+    return {col: getattr(slo, attr) for col, attr, _ in METRICS if getattr(slo, attr) is not None}
+
+
+def check_slo(frame: pd.DataFrame, slo: SloSpec, *, rate_qps: float = math.nan, n_replicas: int = 1) -> SloCheck:
+    """Judge per-request results (`arrival_s`, `ttft_s`, `tpot_s`, `e2e_s`; NaN TTFT/E2E = never
+    finished) against `slo`, after dropping the first `WARMUP_FRACTION` of arrivals."""
+    ordered = frame.sort_values("arrival_s", kind="stable")
+    measured = ordered.iloc[int(len(ordered) * WARMUP_FRACTION) :]
+    if measured.empty:
+        raise LifecostError("no requests to measure", field="workload.num_requests", fix="simulate at least 10 requests")
+    bounds = slo_bounds(slo)
+    ok = np.ones(len(measured), dtype=bool)
+    quantiles: dict[str, float] = {}
+    percentiles: dict[str, float] = {}
+    for col, _, _ in METRICS:
+        values = measured[col].to_numpy(dtype=np.float64)
+        if col == "tpot_s":
+            # A one-token output has no inter-token time: it cannot miss a TPOT bound.
+            unfinished = np.isnan(measured["e2e_s"].to_numpy(dtype=np.float64))
+            values = np.where(unfinished, np.inf, np.where(np.isnan(values), 0.0, values))
+        else:
+            values = np.where(np.isnan(values), np.inf, values)
+        for p in (50, 90, 99):
+            percentiles[f"{col.removesuffix('_s')}_p{p}_s"] = float(np.quantile(values, p / 100, method="higher"))
+        if col in bounds:
+            ok &= values <= bounds[col]
+            quantiles[col] = float(np.quantile(values, slo.attainment, method="higher"))
+    finish = (ordered["arrival_s"] + ordered["e2e_s"]).to_numpy(dtype=np.float64)
+    done = np.isfinite(finish)
+    span = float(np.nanmax(finish) - ordered["arrival_s"].min()) if done.any() else math.nan
+    return SloCheck(
+        rate_qps=float(rate_qps),
+        n_replicas=int(n_replicas),
+        attainment=float(ok.mean()),
+        target=float(slo.attainment),
+        n_measured=int(len(measured)),
+        bounds_s=bounds,
+        quantile_s=quantiles,
+        percentiles_s=percentiles,
+        throughput_req_s=float(done.sum() / span) if span and span > 0 else math.nan,
+    )
+
+
+# --- one probe = one simulation ---------------------------------------------------------------
+
+
+def _request_frame(result: Any) -> pd.DataFrame:
+    """The per-request columns `check_slo` reads, from an engine `Result`."""
+    return result.requests
+
+
+def simulate_requests_frame(scenario: Scenario, *, rate_qps: float | None = None, requests: Any = None, num_requests: int | None = None, seed: int | None = None) -> pd.DataFrame:
+    from simulator.engine import simulate
+
+    result = simulate(scenario, requests, num_requests=num_requests, rate_qps=rate_qps, seed=seed)
+    return _request_frame(result)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One replica simulated at `rate_qps` (picklable: it crosses process/Ray boundaries)."""
+
+    scenario: Scenario
+    rate_qps: float
+    num_requests: int | None = None
+    n_replicas: int = 1  # recorded only: the probe is one replica of an N-replica fleet
+
+    def __call__(self) -> SloCheck:
+        frame = simulate_requests_frame(self.scenario, rate_qps=self.rate_qps, num_requests=self.num_requests)
+        return check_slo(frame, self.scenario.slo, rate_qps=self.rate_qps, n_replicas=self.n_replicas)
+
+
+def run_probe(probe: Probe) -> SloCheck:
+    return probe()
+
+
+def probe_row(probe: Probe) -> dict[str, Any]:
+    """A probe as one flat sweep row (scalars only): rate, attainment, meets, percentiles."""
+    c = probe()
+    return {"rate_qps": c.rate_qps, "attainment": c.attainment, "meets_slo": c.meets, "n_measured": c.n_measured, "throughput_req_s": c.throughput_req_s, **c.percentiles_s}
+
+
+# --- 1. max rate per replica ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RateSearch:
+    """The bisection's outcome: the highest probed rate that met the SLO, and every probe."""
+
+    max_rate_qps: float  # 0.0 when even the near-zero-load probe misses
+    saturation_qps: float
+    checks: tuple[SloCheck, ...]
+
+    @property
+    def feasible(self) -> bool:
+        return self.max_rate_qps > 0
+
+    @property
+    def low_load_check(self) -> SloCheck:
+        return min(self.checks, key=lambda c: c.rate_qps)
+
+
+def saturation_qps(scenario: Scenario, num_requests: int | None = None) -> float:
+    """One replica's throughput ceiling (req/s): all requests queued at t ≈ 0, completions per
+    second over the middle 80 % of completions. The first completions come before the batch has
+    filled and the last after it has drained, so completions ÷ makespan would understate the
+    steady full-batch rate (by about 2× in a 400-request run). No offered rate above the ceiling
+    is sustainable: the queue would grow without bound."""
+    frame = simulate_requests_frame(scenario, rate_qps=SATURATION_PROBE_QPS, num_requests=num_requests)
+    finish = np.sort(frame["finish_s"].to_numpy(dtype=np.float64))
+    finish = finish[np.isfinite(finish)]
+    n = finish.shape[0]
+    lo, hi = int(0.1 * n), min(int(0.9 * n), n - 1)
+    span = float(finish[hi] - finish[lo]) if n >= 2 else 0.0
+    if span <= 0:
+        span, count = float(finish[-1]) if n else 0.0, n
+    else:
+        count = hi - lo
+    if not (count > 0 and span > 0):
+        raise LifecostError("the simulated replica finished no requests", field="engine", fix="check max_model_len_tok and the request lengths")
+    return count / span
+
+
+def find_max_rate(scenario: Scenario, *, rtol: float = 0.05, num_requests: int | None = None) -> RateSearch:
+    """Bisection on one replica's offered rate, within [LOW_LOAD_FRACTION × sat, sat].
+
+    sat = `saturation_qps`: a finite simulation above it can still look fine (its backlog only
+    has the run's length to build up), so rates above it are never called sustainable. If the
+    SLO holds at sat itself, the throughput ceiling binds before the SLO and sat is the answer.
+    A miss at the low probe means no rate meets the SLO. Bisection stops when the bracket is
+    within `rtol` of its top (≈ 5 probes for 5 %).
+    """
+    checks: list[SloCheck] = []
+
+    def probe(rate: float) -> SloCheck:
+        c = Probe(scenario, rate, num_requests)()
+        checks.append(c)
+        return c
+
+    sat = saturation_qps(scenario, num_requests)
+
+    def done(rate: float) -> RateSearch:
+        return RateSearch(rate, sat, tuple(sorted(checks, key=lambda c: c.rate_qps)))
+
+    low, hi = sat * LOW_LOAD_FRACTION, sat
+    if not probe(low).meets:
+        return done(0.0)
+    if probe(hi).meets:
+        return done(hi)
+    while (hi - low) > rtol * hi:
+        mid = 0.5 * (low + hi)
+        if probe(mid).meets:
+            low = mid
+        else:
+            hi = mid
+    return done(low)
+
+
+def max_rate_meeting_slo(scenario: Scenario, *, rtol: float = 0.05, num_requests: int | None = None) -> float:
+    """Highest request rate (req/s) one replica of `scenario` serves within its SLO (0 if none)."""
+    return find_max_rate(scenario, rtol=rtol, num_requests=num_requests).max_rate_qps
+
+
+# --- 2. replicas for a peak -------------------------------------------------------------------
+
+
+def _subset(requests: Any, mask: np.ndarray) -> Any:
+    from simulator.workload import Requests
+
+    return Requests(
+        arrival_s=requests.arrival_s[mask],
+        prompt_tok=requests.prompt_tok[mask],
+        output_tok=requests.output_tok[mask],
+        class_id=requests.class_id[mask],
+        priority=requests.priority[mask],
+        prefix_id=requests.prefix_id[mask],
+        prefix_tok=requests.prefix_tok[mask],
+        class_names=requests.class_names,
+    )
+
+
+def _simulate_share(job: tuple[Scenario, Any]) -> pd.DataFrame:
+    scenario, requests = job
+    return simulate_requests_frame(scenario, requests=requests)
+
+
+def fleet_check(scenario: Scenario, peak_qps: float, n_replicas: int, *, num_requests: int | None = None, executor: Executor | None = None) -> SloCheck:
+    """Simulate N replicas behind a uniformly random router at `peak_qps` and pool the requests.
+
+    The peak stream has N × `num_requests` requests (each replica sees about `num_requests`);
+    the router's choice is seeded from the scenario's seed, independently of the stream.
+    """
+    from simulator.workload import generate_requests
+
+    per_replica = num_requests or scenario.workload.num_requests
+    stream = generate_requests(
+        scenario.workload,
+        seed=scenario.seed,
+        num_requests=per_replica * n_replicas,
+        rate_qps=peak_qps,
+        max_model_len_tok=scenario.engine.max_model_len_tok,
+        clip_prompts=True,
+    )
+    route = np.random.default_rng(np.random.SeedSequence([scenario.seed, 0x524F555445])).integers(0, n_replicas, size=len(stream))
+    jobs = [(scenario, _subset(stream, route == r)) for r in range(n_replicas) if np.any(route == r)]
+    executor = executor or LocalExecutor(1)
+    frames = list(executor.map_unordered(_simulate_share, jobs))
+    pooled = pd.concat(frames, ignore_index=True)
+    return check_slo(pooled, scenario.slo, rate_qps=peak_qps, n_replicas=n_replicas)
+
+
+@dataclass(frozen=True)
+class ReplicaAnswer:
+    """The fewest replicas N for `peak_qps`, with the checks that justify it."""
+
+    peak_qps: float
+    replicas: int  # 0 when no N up to MAX_REPLICAS meets the SLO
+    search_checks: dict[int, SloCheck]  # N → one replica at peak/N
+    fleet_at_n: SloCheck | None = None  # verification: the fleet of N at the peak
+    fleet_at_n_minus_1: SloCheck | None = None  # … and of N − 1 (None when N = 1)
+    saturation_qps: float = math.inf  # one replica's throughput ceiling (see `saturation_qps`)
+
+    def fleet_meets(self, check: SloCheck | None, n: int) -> bool:
+        return check is not None and n > 0 and check.meets and self.peak_qps / n <= self.saturation_qps
+
+    @property
+    def verified(self) -> bool:
+        """N meets the SLO at the peak by fleet simulation and N − 1 does not."""
+        n = self.replicas
+        fewer_fails = n == 1 or (self.fleet_at_n_minus_1 is not None and not self.fleet_meets(self.fleet_at_n_minus_1, n - 1))
+        return self.fleet_meets(self.fleet_at_n, n) and fewer_fails
+
+
+def replicas_needed(
+    scenario: Scenario,
+    peak_qps: float,
+    *,
+    hint: int | None = None,
+    verify: bool = True,
+    num_requests: int | None = None,
+    executor: Executor | None = None,
+    max_adjust: int = 4,
+) -> ReplicaAnswer:
+    """Fewest replicas meeting the SLO at `peak_qps`: exponential search for a meeting N
+    (from `hint`, e.g. ⌈peak / max rate⌉, else from 1), binary search below it, each step one
+    replica simulated at peak/N. With `verify`, the whole fleet is then simulated at the peak
+    (random routing) for N and N − 1; if the fleet disagrees with the split-stream search near
+    the boundary (sampling noise), N moves one step at a time (at most `max_adjust`) until N
+    meets and N − 1 does not."""
+    if not peak_qps > 0:
+        raise LifecostError(f"must be > 0, got {peak_qps}", field="--peak-qps")
+    checks: dict[int, SloCheck] = {}
+    sat = saturation_qps(scenario, num_requests)
+
+    def meets(n: int) -> bool:
+        if n not in checks:
+            checks[n] = Probe(scenario, peak_qps / n, num_requests, n_replicas=n)()
+        return checks[n].meets and peak_qps / n <= sat
+
+    # Exponential phase: a failing `lo` and a meeting `hi`.
+    n = max(1, int(hint or 1))
+    if meets(n):
+        hi, lo, step = n, 0, 1
+        while hi - step >= 1 and meets(hi - step):
+            hi, step = hi - step, step * 2
+        lo = max(0, hi - step)
+    else:
+        lo, hi = n, n * 2
+        while not meets(hi):
+            if hi >= MAX_REPLICAS:
+                return ReplicaAnswer(peak_qps, 0, dict(sorted(checks.items())), saturation_qps=sat)
+            lo, hi = hi, min(hi * 2, MAX_REPLICAS)
+    # Binary phase: lowest meeting N in (lo, hi].
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if meets(mid):
+            hi = mid
+        else:
+            lo = mid
+    best = hi
+    if not verify:
+        return ReplicaAnswer(peak_qps, best, dict(sorted(checks.items())), saturation_qps=sat)
+
+    fleet: dict[int, SloCheck] = {}
+
+    def fleet_meets(k: int) -> bool:
+        if k == 0:
+            return False
+        if k not in fleet:
+            fleet[k] = fleet_check(scenario, peak_qps, k, num_requests=num_requests, executor=executor)
+        return fleet[k].meets and peak_qps / k <= sat
+
+    for _ in range(max_adjust):
+        if not fleet_meets(best):
+            best += 1
+        elif fleet_meets(best - 1):
+            best -= 1
+        else:
+            break
+    fleet_meets(best)
+    fleet_meets(best - 1)
+    return ReplicaAnswer(peak_qps, best, dict(sorted(checks.items())), fleet.get(best), fleet.get(best - 1), sat)
+
+
+# --- 3. the cheapest configuration ------------------------------------------------------------
+
+SEARCH_DIMENSIONS = {
+    # CLI name → (Scenario dotted field, default values searched when named without values)
+    "gpu": ("gpu.name", None),  # None: every catalog GPU with a price under the scenario's pricing
+    "tp": ("gpu.tensor_parallel", [1, 2, 4, 8]),
+    "max-num-seqs": ("engine.max_num_seqs", [32, 64, 128, 256, 512]),
+    "max-num-batched-tokens": ("engine.max_num_batched_tokens", [2048, 4096, 8192, 16384]),
+    "quant": ("model.quant", ["bf16", "fp8", "int8", "int4-awq"]),
+}
+
+
+class SearchSpace(BaseModel):
+    """Values to try per dimension (Scenario dotted field → values). A field not listed keeps
+    the scenario's value. Built from the CLI's `--search gpu,tp=1/2,quant` by `parse_search`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    values: dict[str, list[Any]] = Field(default_factory=dict)
+
+    def configs(self, scenario: Scenario) -> list[dict[str, Any]]:
+        """Every combination, as {dotted field: value}, in a stable order."""
+        fields = sorted(self.values)
+        return [dict(zip(fields, combo)) for combo in itertools.product(*(self.values[f] for f in fields))]
+
+
+def _priced_gpus(scenario: Scenario) -> list[str]:
+    from models.gpus import list_gpus
+    from models.prices import load_prices, price_per_gpu_hour
+
+    sheet = load_prices(scenario.prices.sheet)
+    names = []
+    for name in list_gpus():
+        try:
+            price_per_gpu_hour(sheet, scenario.prices.provider, name, scenario.prices.pricing)
+        except LifecostError:
+            continue
+        names.append(name)
+    return names
+
+
+def parse_search(spec: str | None, scenario: Scenario) -> SearchSpace:
+    """`"gpu,tp=1/2,max-num-seqs,quant=bf16/int4-awq"` → a SearchSpace (names from SEARCH_DIMENSIONS)."""
+    values: dict[str, list[Any]] = {}
+    for part in (p.strip() for p in (spec or "").split(",")):
+        if not part:
+            continue
+        name, _, given = part.partition("=")
+        name = name.strip().replace("_", "-")
+        if name not in SEARCH_DIMENSIONS:
+            from models.errors import unknown_name
+
+            raise unknown_name("--search dimension", name, list(SEARCH_DIMENSIONS))
+        dotted, default = SEARCH_DIMENSIONS[name]
+        if given:
+            raw = [v.strip() for v in given.split("/") if v.strip()]
+            current = _get(scenario, dotted)
+            try:
+                vals = [type(current)(v) for v in raw]
+            except ValueError:
+                raise LifecostError(f"cannot read {given!r} as {type(current).__name__} values", field=f"--search {name}", fix="separate values with '/', e.g. tp=1/2/4") from None
+        elif default is None:
+            vals = _priced_gpus(scenario)
+        else:
+            vals = list(default)
+        values[dotted] = vals
+    return SearchSpace(values=values)
+
+
+def _get(scenario: Scenario, dotted: str) -> Any:
+    node: Any = scenario
+    for p in dotted.split("."):
+        node = getattr(node, p)
+    return node
+
+
+def usd_per_gpu_hour(scenario: Scenario, *, use_override: bool = True) -> float:
+    """The scenario's $/GPU-hour (`models.prices.gpu_hour_price`): `prices.usd_per_gpu_hour`
+    when set and `use_override`, else the sheet's row for (provider, GPU, pricing); a missing
+    row is a LifecostError naming what the sheet has. On-prem: the capital part only."""
+    from models.prices import gpu_hour_price, load_prices
+
+    override = scenario.prices.usd_per_gpu_hour if use_override else None
+    sheet = load_prices(scenario.prices.sheet)
+    return float(gpu_hour_price(sheet, scenario.prices.provider, scenario.gpu.name, scenario.prices.pricing, override).usd_per_gpu_hour)
+
+
+def memory_verdict(scenario: Scenario) -> tuple[bool, str]:
+    """(fits, why) from `models.memory.serving_memory_plan`: weights + activation reserve +
+    runtime overhead + one max_model_len sequence of KV must fit in the usable HBM per GPU."""
+    from models.catalog import load_model
+    from models.gpus import load_gpu
+    from models.memory import serving_memory_plan
+
+    e = scenario.engine
+    try:
+        plan = serving_memory_plan(
+            load_model(scenario.model.name),
+            load_gpu(scenario.gpu.name),
+            scenario.model.quant,
+            scenario.model.kv_dtype,
+            e.gpu_memory_utilization,
+            tensor_parallel=scenario.gpu.tensor_parallel,
+            max_model_len_tok=e.max_model_len_tok,
+            max_num_batched_tokens=e.max_num_batched_tokens,
+            max_num_seqs=e.max_num_seqs,
+        )
+    except LifecostError as err:
+        if err.field == "tensor_parallel":  # e.g. heads that do not split over this TP
+            return False, str(err)
+        raise
+    if not plan.fits:
+        return False, f"does not fit: needs {plan.needed_gib:.1f} GiB/GPU, {plan.usable_gib:.1f} GiB usable"
+    from simulator.predictor import make_predictor
+
+    try:  # a configuration the step-time model cannot run (e.g. TP without NVLink) is pruned too
+        make_predictor(scenario)
+    except LifecostError as err:
+        if err.field in ("gpu.tensor_parallel", "model.quant"):
+            return False, str(err)
+        raise
+    return True, f"fits: {plan.kv_gib:.1f} GiB/GPU for KV ({plan.max_kv_tokens:,} tokens)"
+
+
+@dataclass(frozen=True)
+class ConfigJob:
+    """Evaluate one configuration (picklable for the sweep executors)."""
+
+    scenario: Scenario
+    peak_qps: float
+    num_requests: int | None
+    rtol: float
+
+
+def evaluate_config(job: ConfigJob) -> dict[str, Any]:
+    """One sweep row: the configuration's max rate per replica and the replicas it implies."""
+    rs = find_max_rate(job.scenario, rtol=job.rtol, num_requests=job.num_requests)
+    low = rs.low_load_check
+    col, value, bound = low.worst
+    replicas = math.ceil(job.peak_qps / rs.max_rate_qps) if rs.feasible else 0
+    return {
+        "max_qps_per_replica": rs.max_rate_qps,
+        "saturation_qps": rs.saturation_qps,
+        "probes": len(rs.checks) + 1,
+        "replicas_est": replicas,
+        "low_load_qps": low.rate_qps,
+        "low_load_worst_metric": col,
+        "low_load_worst_s": value,
+        "low_load_bound_s": bound,
+        "low_load_attainment": low.attainment,
+        "low_load_miss": low.describe(),
+    }
+
+
+def config_key(config: dict[str, Any]) -> str:
+    return ",".join(f"{k}={config[k]}" for k in sorted(config)) or "scenario"
+
+
+@dataclass
+class CapacityAnswer:
+    """The result of a capacity search — also when no configuration meets the SLO.
+
+    `meets` False: `closest` names the configuration whose near-zero-load run came nearest the
+    SLO and `miss` says by how much it misses (e.g. "p99 TTFT 1.80 s vs 1.00 s …").
+    """
+
+    meets: bool
+    peak_qps: float
+    slo: dict[str, Any]
+    config: dict[str, Any]  # the chosen (or closest) configuration: dotted field → value
+    scenario: Scenario
+    replicas: int
+    gpus_per_replica: int
+    usd_per_gpu_hour: float
+    max_qps_per_replica: float
+    verified: bool
+    verification: dict[str, Any]  # "n" / "n_minus_1" → SloCheck dicts
+    candidates: pd.DataFrame  # every configuration: pruned, evaluated, cost
+    miss: str | None = None
+
+    @property
+    def total_gpus(self) -> int:
+        return self.replicas * self.gpus_per_replica
+
+    @property
+    def usd_per_hour(self) -> float:
+        return self.total_gpus * self.usd_per_gpu_hour
+
+    def summary(self) -> dict[str, Any]:
+        """Plain JSON-able figures (the CLI's `--json`)."""
+        return {
+            "meets_slo": self.meets,
+            "peak_qps": self.peak_qps,
+            "slo": self.slo,
+            "config": self.config,
+            "replicas": self.replicas,
+            "gpus_per_replica": self.gpus_per_replica,
+            "total_gpus": self.total_gpus,
+            "usd_per_gpu_hour": self.usd_per_gpu_hour,
+            "usd_per_hour": self.usd_per_hour,
+            "usd_per_month": self.usd_per_hour * 730.0,
+            "max_qps_per_replica": self.max_qps_per_replica,
+            "verified_by_fleet_simulation": self.verified,
+            "verification": self.verification,
+            "miss": self.miss,
+            "candidates": self.candidates.to_dict(orient="records"),
+        }
+
+
+def search(
+    scenario: Scenario,
+    peak_qps: float,
+    space: SearchSpace | None = None,
+    *,
+    executor: Executor | None = None,
+    out_parquet: str | Path | None = None,
+    num_requests: int | None = None,
+    rtol: float = 0.05,
+    verify: bool = True,
+    progress: bool = False,
+) -> CapacityAnswer:
+    """The cheapest configuration (replicas × GPUs per replica × $/GPU-hour) meeting the SLO at
+    `peak_qps`. Every configuration of `space` is checked for memory first (no simulation for
+    one that cannot load), priced (a missing price is an error), and evaluated by
+    `find_max_rate` in parallel on `executor` (results in `out_parquet` when given, so an
+    interrupted search resumes). The cheapest by ⌈peak / max rate⌉ is then confirmed by
+    `replicas_needed` (with fleet verification); if that moves its cost above the next
+    candidate's estimate, the next one is confirmed too, and the cheapest confirmed wins."""
+    if not peak_qps > 0:
+        raise LifecostError(f"must be > 0, got {peak_qps}", field="--peak-qps")
+    space = space or SearchSpace()
+    rows: list[dict[str, Any]] = []
+    jobs: dict[str, ConfigJob] = {}
+    variants: dict[str, tuple[dict[str, Any], Scenario]] = {}
+    for config in space.configs(scenario):
+        variant = scenario.with_changes(**config) if config else scenario
+        key = config_key(config)
+        fits, why = memory_verdict(variant)
+        # A fixed $/GPU-hour override prices the scenario's own GPU, not the others searched.
+        price = usd_per_gpu_hour(variant, use_override=variant.gpu.name == scenario.gpu.name) if fits else math.nan
+        rows.append({"key": key, **config, "fits_memory": fits, "memory": why, "usd_per_gpu_hour": price, "gpus_per_replica": variant.gpu.tensor_parallel})
+        variants[key] = (config, variant)
+        if fits:
+            jobs[key] = ConfigJob(variant, peak_qps, num_requests, rtol)
+    table = pd.DataFrame(rows)
+    if jobs:
+        evaluated = run_sweep(evaluate_config, jobs, out_parquet, executor, progress=progress, label="capacity search")
+        table = table.merge(evaluated, on="key", how="left")
+    else:
+        table["max_qps_per_replica"] = np.nan
+        table["replicas_est"] = 0
+    table["usd_per_hour_est"] = np.where(table["replicas_est"].fillna(0) > 0, table["replicas_est"] * table["gpus_per_replica"] * table["usd_per_gpu_hour"], np.nan)
+    table = table.sort_values(["usd_per_hour_est", "key"], na_position="last", kind="stable").reset_index(drop=True)
+
+    feasible = table[table["usd_per_hour_est"].notna()]
+    slo = scenario.slo.model_dump()
+    if feasible.empty:
+        return _infeasible(scenario, peak_qps, slo, table, variants)
+
+    confirmed: list[tuple[float, str, ReplicaAnswer]] = []
+    for _, row in feasible.iterrows():
+        if confirmed and min(c[0] for c in confirmed) <= row["usd_per_hour_est"]:
+            break
+        config, variant = variants[row["key"]]
+        ans = replicas_needed(variant, peak_qps, hint=int(row["replicas_est"]), verify=verify, num_requests=num_requests, executor=executor)
+        if ans.replicas > 0:
+            confirmed.append((ans.replicas * row["gpus_per_replica"] * row["usd_per_gpu_hour"], row["key"], ans))
+    cost, key, ans = min(confirmed, key=lambda c: (c[0], c[1]))
+    config, variant = variants[key]
+    row = table[table["key"] == key].iloc[0]
+    table["replicas_confirmed"] = table["key"].map({k: a.replicas for _, k, a in confirmed})
+    return CapacityAnswer(
+        meets=True,
+        peak_qps=peak_qps,
+        slo=slo,
+        config=config or {"gpu.name": variant.gpu.name},
+        scenario=variant,
+        replicas=ans.replicas,
+        gpus_per_replica=variant.gpu.tensor_parallel,
+        usd_per_gpu_hour=float(row["usd_per_gpu_hour"]),
+        max_qps_per_replica=float(row["max_qps_per_replica"]),
+        verified=ans.verified if verify else False,
+        verification={
+            "n": ans.fleet_at_n.to_dict() if ans.fleet_at_n else None,
+            "n_minus_1": ans.fleet_at_n_minus_1.to_dict() if ans.fleet_at_n_minus_1 else None,
+        },
+        candidates=table,
+    )
+
+
+def _infeasible(scenario: Scenario, peak_qps: float, slo: dict[str, Any], table: pd.DataFrame, variants: dict[str, tuple[dict[str, Any], Scenario]]) -> CapacityAnswer:
+    evaluated = table[table["fits_memory"]] if "fits_memory" in table else table
+    if evaluated.empty:
+        # Nothing even loads: the closest is the one needing the least extra memory.
+        config, variant = variants[table.iloc[0]["key"]]
+        miss = f"no configuration fits in memory; e.g. {config_key(config)}: {table.iloc[0]['memory']}"
+        price = math.nan
+        max_qps = 0.0
+    else:
+        ratio = evaluated["low_load_worst_s"] / evaluated["low_load_bound_s"]
+        row = evaluated.loc[ratio.idxmin()]
+        config, variant = variants[row["key"]]
+        miss = f"{row['low_load_miss']} at {row['low_load_qps']:.3g} req/s on 1 replica (near-zero load; more replicas cannot help)"
+        price = float(row["usd_per_gpu_hour"])
+        max_qps = 0.0
+    return CapacityAnswer(
+        meets=False,
+        peak_qps=peak_qps,
+        slo=slo,
+        config=config or {"gpu.name": variant.gpu.name},
+        scenario=variant,
+        replicas=0,
+        gpus_per_replica=variant.gpu.tensor_parallel,
+        usd_per_gpu_hour=price,
+        max_qps_per_replica=max_qps,
+        verified=False,
+        verification={},
+        candidates=table,
+        miss=miss,
+    )
+
+
+# --- 4. headroom ------------------------------------------------------------------------------
+
+
+def headroom_curve(
+    scenario: Scenario,
+    n_replicas: int,
+    rates: Sequence[float] | Iterable[float],
+    *,
+    num_requests: int | None = None,
+    executor: Executor | None = None,
+) -> pd.DataFrame:
+    """SLO attainment and latency percentiles vs the fleet's offered rate, for `n_replicas`
+    replicas behind a random router (each replica simulated at rate / N, see the module
+    docstring). One row per rate, sorted by rate."""
+    if n_replicas < 1:
+        raise LifecostError(f"must be ≥ 1, got {n_replicas}", field="replicas")
+    rates = sorted(float(r) for r in rates)
+    if not rates or rates[0] <= 0:
+        raise LifecostError("rates must be positive", field="rates")
+    probes = [Probe(scenario, r / n_replicas, num_requests, n_replicas=n_replicas) for r in rates]
+    executor = executor or LocalExecutor(1)
+    checks = sorted(executor.map_unordered(run_probe, probes), key=lambda c: c.rate_qps)
+    rows = []
+    for rate, c in zip(rates, checks):
+        rows.append(
+            {
+                "rate_qps": rate,
+                "rate_per_replica_qps": c.rate_qps,
+                "replicas": n_replicas,
+                "slo_attainment": c.attainment,
+                "meets_slo": c.meets,
+                **c.percentiles_s,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+HEADROOM_FRACTIONS = (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5)
+
+
+def headroom_rates(peak_qps: float) -> list[float]:
+    """Fleet rates for the headroom curve: from a quarter of the peak to 1.5 × the peak."""
+    return [peak_qps * f for f in HEADROOM_FRACTIONS]
+
+
+def capacity_for_cost(scenario: Scenario, *, num_requests: int | None = None, rtol: float = 0.05) -> Any:
+    """One replica's SLO capacity for the cost rollup (`simulator.cost.ReplicaCapacity`).
+
+    When no rate meets the SLO this is a LifecostError that names the miss, since a fleet
+    cannot be costed without a capacity."""
+    from simulator.cost import ReplicaCapacity
+
+    rs = find_max_rate(scenario, rtol=rtol, num_requests=num_requests)
+    if not rs.feasible:
+        raise LifecostError(
+            f"one replica misses the SLO even near zero load: {rs.low_load_check.describe()}",
+            field="slo",
+            fix="relax the SLO, or choose a faster GPU, more tensor_parallel or quantization",
+        )
+    return ReplicaCapacity(rs.max_rate_qps, scenario.gpu.tensor_parallel, source=f"simulated: max rate meeting the SLO ({scenario.name})")
