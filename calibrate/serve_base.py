@@ -156,3 +156,57 @@ def replay_record(
 def served_from_record(record: dict[str, Any]) -> list[ServedRequest]:
     """Rebuild the ServedRequests of a `serve_replay` record (for fit/validate)."""
     return [ServedRequest(**r) for r in record["requests"]]
+
+
+def read_length_pairs(csv_path: str, prompt_col: str = "num_prefill_tokens",
+                      output_col: str = "num_decode_tokens") -> list[tuple[int, int]]:
+    """(prompt_tok, output_tok) rows of a Splitwise/Vidur-style trace CSV (stdlib csv)."""
+    import csv
+
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        return [(int(float(row[prompt_col])), int(float(row[output_col]))) for row in csv.DictReader(f)]
+
+
+def poisson_requests(rate_qps: float, num_requests: int, lengths: list[tuple[int, int]], seed: int = 0,
+                     max_prompt_tok: int | None = None, max_output_tok: int | None = None) -> list[ServeRequest]:
+    """Poisson arrivals at `rate_qps` (exponential gaps) with lengths drawn from `lengths`.
+
+    Lengths are sampled with replacement from real (prompt, output) pairs so their correlation is
+    kept; optional caps clip long tails to keep a calibration run short (say so in the workload).
+    The first request arrives at t=0. Seeded: the same arguments give the same requests.
+    """
+    import random
+
+    if rate_qps <= 0:
+        raise ValueError("rate_qps must be > 0")
+    rng = random.Random(seed)
+    t = 0.0
+    out = []
+    for i in range(num_requests):
+        if i:
+            t += rng.expovariate(rate_qps)
+        p, o = lengths[rng.randrange(len(lengths))]
+        if max_prompt_tok:
+            p = min(p, max_prompt_tok)
+        if max_output_tok:
+            o = min(o, max_output_tok)
+        out.append(ServeRequest(t, max(1, p), max(1, o)))
+    return out
+
+
+def pure_decode_step_s(served: list[ServedRequest]) -> float:
+    """Median inter-token gap while *every* request of a burst is decoding, NaN if never.
+
+    In a burst of N identical requests the window between the last first-token and the first
+    finish holds only decode steps at batch N (no prefill chunks mixed in), so its token gaps
+    are the decode step time at batch N. Needs per-token times.
+    """
+    if not served or any(not r.token_times_s for r in served):
+        return math.nan
+    lo = max(r.first_token_s for r in served)
+    hi = min(r.finish_s for r in served)
+    gaps = []
+    for r in served:
+        ts = r.token_times_s or []
+        gaps += [b - a for a, b in zip(ts, ts[1:]) if a >= lo and b <= hi]
+    return _percentile(gaps, 50)
