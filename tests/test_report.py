@@ -1,0 +1,58 @@
+"""The capacity report carries the key numbers in both formats, inlines plotly.js exactly once,
+and is written atomically."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from planner_ui.report import build_report, to_html, to_markdown, write_report
+from simulator.scenario import Scenario
+
+
+@pytest.fixture(scope="module")
+def report():
+    s = Scenario().with_changes(
+        **{"name": "tiny-report", "model.name": "Llama-3.2-1B", "workload.num_requests": 500, "slo.ttft_p99_s": 0.25, "slo.tpot_p99_s": 0.002}
+    )
+    return build_report(s, peak_qps=400.0)
+
+
+def test_html_is_self_contained_with_plotly_inlined_once(report):
+    page = to_html(report)
+    assert len(re.findall(r"plotly\.js v\d", page)) == 1  # the library, once
+    assert page.count("Plotly.newPlot") == 3  # cost per month, headroom, latency vs rate
+    assert "<script src=" not in page  # nothing fetched from a CDN
+
+
+def test_both_formats_carry_the_key_numbers(report):
+    cap, train, cost = report.data["capacity"], report.data["training"], report.data["cost"]
+    page, md = to_html(report), to_markdown(report)
+    for text in (page, md):
+        assert f"{cap['replicas']} replica(s) × {cap['gpus_per_replica']} GPU = {cap['total_gpus']} × H100-SXM" in text
+        assert f"${cap['usd_per_hour']:,.2f}/hour" in text
+        assert "18,000,000" in text  # training tokens: 5,000 samples × 3 epochs × 1,200 tokens
+        assert f"${cost['total_usd']:,.0f} in total" in text
+        assert "Roofline" in text  # the step-time model in use (no Profile bundled for H100 here)
+        assert "Headroom" in text and "Latency percentiles" in text
+    assert cap["verified_by_fleet_simulation"]
+    assert train["dataset_tok"]["mid"] == 18_000_000
+    headroom_rates = [row["rate_qps"] for row in report.data["headroom"]]
+    assert 400.0 in headroom_rates
+
+
+def test_markdown_tables_are_well_formed(report):
+    md = to_markdown(report)
+    for block in re.findall(r"(?:^\|.*\|\n)+", md, flags=re.M):
+        rows = block.strip("\n").split("\n")
+        widths = {len(re.split(r"(?<!\\)\|", r)) for r in rows}
+        assert len(widths) == 1, rows[:3]
+
+
+def test_write_report_picks_the_format_by_suffix_and_leaves_no_temp_file(report, tmp_path):
+    html_path = write_report(report, tmp_path / "r.html")
+    md_path = write_report(report, tmp_path / "r.md")
+    assert html_path.read_text().startswith("<!doctype html>")
+    assert md_path.read_text().startswith("# lifecost capacity report — tiny-report")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html", "r.md"]
