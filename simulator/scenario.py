@@ -101,6 +101,16 @@ class PrefixSpec(_Part):
     zipf_s: float = Field(1.0, ge=0.0)
 
 
+class ReasoningSpec(_Part):
+    """Reasoning ("detailed thinking on/off"): a fraction `on_frac` of this class's requests think
+    first, emitting `thinking_tok` extra output tokens before the answer, capped at
+    `thinking_budget_tok` when set (budget forcing, Muennighoff et al. 2025, "s1")."""
+
+    on_frac: float = Field(0.0, ge=0.0, le=1.0)
+    thinking_tok: LengthDist = LengthDist(kind="lognormal", mean=2000, sigma=0.8, low=16, high=32000)
+    thinking_budget_tok: int | None = Field(None, ge=1)
+
+
 class RequestClass(_Part):
     """One class of traffic with its own length mix, priority and (optional) SLO override."""
 
@@ -110,6 +120,9 @@ class RequestClass(_Part):
     output_tok: LengthDist = LengthDist(kind="lognormal", mean=250, sigma=0.7, low=4, high=2000)
     priority: int = 0
     prefix: PrefixSpec = PrefixSpec()
+    reasoning: ReasoningSpec = ReasoningSpec()
+    # Speculative-decoding acceptance rate for this class (overrides speculative.acceptance_rate).
+    spec_acceptance_rate: float | None = Field(None, ge=0.0, lt=1.0)
 
 
 class ArrivalSpec(_Part):
@@ -192,6 +205,68 @@ class TrainingSpec(_Part):
     retrain_every_months: int | None = Field(3, ge=1)
 
 
+class KvTierSpec(_Part):
+    """One KV offload tier below HBM. Bandwidths default from the GPU card's host link (host
+    DRAM) or typical NVMe figures; a measured Profile overrides them."""
+
+    name: Literal["host", "nvme", "remote"] = "host"
+    capacity_gib: float = Field(256.0, gt=0)
+    read_gb_s: float | None = Field(None, gt=0)
+    write_gb_s: float | None = Field(None, gt=0)
+
+
+class OffloadSpec(_Part):
+    """Tiered KV offload (LMCache / vLLM KV-offloading style): evicted or finished prefixes go
+    down a tier instead of vanishing; a later prefix hit loads them back at tier bandwidth
+    (contending for the host link) instead of recomputing the prefill."""
+
+    enabled: bool = False
+    tiers: list[KvTierSpec] = Field(
+        default_factory=lambda: [KvTierSpec(name="host", capacity_gib=256.0), KvTierSpec(name="nvme", capacity_gib=2048.0)],
+        min_length=1,
+    )
+
+
+class SpeculativeSpec(_Part):
+    """Speculative decoding: `num_draft_tok` (k) drafted tokens per step, each accepted with
+    probability `acceptance_rate` (α); expected tokens per target step (1−α^(k+1))/(1−α)
+    (Leviathan et al. 2023, eq. 1)."""
+
+    method: Literal["none", "draft", "eagle", "ngram"] = "none"
+    num_draft_tok: int = Field(4, ge=1, le=64)
+    acceptance_rate: float = Field(0.7, ge=0.0, lt=1.0)
+    draft_model: str | None = None  # catalog name or config path, for method: draft
+    head_step_frac: float = Field(0.05, ge=0.0, le=1.0)  # EAGLE head step as a fraction of the target step
+
+
+class AutoscaleSpec(_Part):
+    enabled: bool = False
+    min_replicas: int = Field(1, ge=1)
+    max_replicas: int = Field(8, ge=1)
+    interval_s: float = Field(60.0, gt=0)
+    cold_start_s: float = Field(120.0, ge=0)
+    target_outstanding_tok: int = Field(50_000, ge=1)  # per replica; scale out above, in below half
+
+
+class DisaggSpec(_Part):
+    """Disaggregated prefill/decode pools with KV transfer over a link (Splitwise, DistServe)."""
+
+    enabled: bool = False
+    prefill_replicas: int = Field(1, ge=1)
+    decode_replicas: int = Field(1, ge=1)
+    link: Literal["nvlink", "infiniband", "ethernet"] = "infiniband"
+    link_gb_s: float | None = Field(None, gt=0)  # default from `link`
+
+
+class ClusterSpec(_Part):
+    """Many replicas of the engine behind a router."""
+
+    replicas: int = Field(1, ge=1)
+    router: Literal["round_robin", "random", "least_outstanding_tokens", "prefix_affinity"] = "round_robin"
+    autoscale: AutoscaleSpec = AutoscaleSpec()
+    disaggregated: DisaggSpec = DisaggSpec()
+
+
 class Scenario(_Part):
     """Everything one lifecost run needs. `schema_version` lets old files be refused clearly."""
 
@@ -206,6 +281,9 @@ class Scenario(_Part):
     prices: PricesSpec = PricesSpec()
     horizon: HorizonSpec = HorizonSpec()
     training: TrainingSpec = TrainingSpec()
+    offload: OffloadSpec = OffloadSpec()
+    speculative: SpeculativeSpec = SpeculativeSpec()
+    cluster: ClusterSpec = ClusterSpec()
 
     def digest(self) -> str:
         """Stable content hash: caches (Streamlit, sweeps) key on it."""
