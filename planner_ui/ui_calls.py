@@ -1,0 +1,178 @@
+"""Library calls from the pages: cached by Scenario digest, wrapped so errors stay one line.
+
+Why here: Streamlit reruns the whole script on every widget change, in one process, so results
+must be cached *outside* module globals — `st.cache_data` keyed on `Scenario.digest()` (the
+scenario object itself is passed as an unhashed `_scenario` argument: the digest already is its
+content hash). A second look at a scenario is therefore instant, across pages and tabs.
+
+`call()` is the one place that turns exceptions into what the user sees: a `LifecostError`
+prints its one-line message on the page *and* in the sidebar section its `field` names (so an
+impossible SLO shows up under the SLO inputs); any other exception shows a short
+"unexpected error" line — never a traceback.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import streamlit as st
+
+from models.errors import LifecostError
+from planner_ui.ui_builder import Built, section_of
+from planner_ui.ui_uploads import short_error
+from simulator.scenario import Scenario
+
+T = TypeVar("T")
+
+
+def report(e: BaseException, built: Built | None = None) -> None:
+    """Show an error on the page and next to the sidebar field it names."""
+    msg = short_error(e)
+    st.error(msg)
+    if isinstance(e, LifecostError) and built is not None:
+        section = section_of(e.field)
+        if section and section in built.slots:
+            built.slots[section].error(msg)
+
+
+def report_message(msg: str, section: str, built: Built | None = None) -> None:
+    """A finding that is the user's to fix (not an exception): on the page and next to `section`."""
+    st.error(msg)
+    if built is not None and section in built.slots:
+        built.slots[section].error(msg)
+
+
+def call(fn: Callable[..., T], *args: Any, built: Built | None = None, status: str | None = None, **kwargs: Any) -> T | None:
+    """Run a library call; on failure show the error (see module doc) and return None.
+
+    With `status`, the call runs inside an `st.status` box that appears before the work starts
+    (so an edit never leaves the page silent) and reports the wall time when done.
+    """
+    try:
+        if status is None:
+            return fn(*args, **kwargs)
+        t0 = time.perf_counter()
+        with st.status(status, expanded=False) as box:
+            value = fn(*args, **kwargs)
+            box.update(label=f"{status.rstrip('…. ')} — done in {time.perf_counter() - t0:.1f} s", state="complete")
+        return value
+    except Exception as e:  # noqa: BLE001 — every failure becomes one line, never a traceback
+        report(e, built)
+        return None
+
+
+def need_scenario(built: Built) -> Scenario | None:
+    """The current scenario, or a hint to fix the builder's errors first."""
+    if built.scenario is None:
+        st.warning("Fix the scenario inputs marked in the sidebar to see results.")
+    return built.scenario
+
+
+# --------------------------------------------------------------------------- cached library calls
+
+
+def gpu_card(name: str):
+    from models.gpus import load_gpu
+
+    return load_gpu(name)
+
+
+def profile_in_use(scenario: Scenario):
+    """(how it was chosen, the Profile whose step-time fit the simulator uses — None = roofline).
+
+    Asks the simulator's own `make_predictor`, so the page cannot disagree with what runs."""
+    from simulator.predictor import make_predictor
+
+    predictor = make_predictor(scenario)
+    profile = getattr(predictor, "profile", None)
+    choice = scenario.engine.profile
+    how = {"auto": "engine.profile = auto", "roofline": "engine.profile = roofline"}.get(choice, f"engine.profile = {choice}")
+    if profile is None and choice == "auto":
+        from models.profile import find_profile
+
+        partial = find_profile(gpu_card(scenario.gpu.name).name)
+        if partial is not None:  # measured ceilings but no step-time fit: shown, not used for steps
+            return f"{how}; {partial.key} has no step-time fit", None
+    return how, profile
+
+
+# Each cached function takes the scenario's digest as its only hashed argument (plus plain
+# numbers): the digest is the Scenario's content hash, so equal scenarios share one entry.
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def simulation(digest: str, _scenario: Scenario):
+    """One replica serving the scenario's workload — `lifecost simulate --json` is its summary()."""
+    from simulator.engine import simulate
+
+    return simulate(_scenario)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def memory_plan(digest: str, _scenario: Scenario):
+    """The serving memory plan (weights, activation reserve, KV) for one replica's GPU."""
+    from models.catalog import load_model
+    from models.memory import serving_memory_plan
+
+    s = _scenario
+    return serving_memory_plan(load_model(s.model.name), gpu_card(s.gpu.name), s.model.quant, s.model.kv_dtype,
+                               s.engine.gpu_memory_utilization, tensor_parallel=s.gpu.tensor_parallel)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def training_plan(digest: str, _scenario: Scenario):
+    """The fine-tune plan (`lifecost train --json`), or None when the scenario trains nothing."""
+    from simulator.training import plan_training
+
+    return None if _scenario.training.method == "none" else plan_training(_scenario)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def replica_capacity(digest: str, _scenario: Scenario):
+    """The highest rate one replica sustains within the SLO (a bisection of simulations)."""
+    from simulator.capacity import capacity_for_cost
+
+    return capacity_for_cost(_scenario)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def lifetime(digest: str, _scenario: Scenario):
+    """Month-by-month lifetime cost (`lifecost cost --json`)."""
+    from simulator.cost import lifetime_cost
+
+    return lifetime_cost(_scenario, replica_capacity(digest, _scenario), training=training_plan(digest, _scenario))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def capacity_answer(digest: str, _scenario: Scenario, peak_qps: float):
+    """The capacity search for the scenario's own configuration (`lifecost capacity --json`)."""
+    from simulator.capacity import parse_search, search
+
+    return search(_scenario, peak_qps, parse_search("", _scenario))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def headroom(digest: str, _scenario: Scenario, replicas: int, peak_qps: float):
+    """SLO attainment and latency percentiles vs fleet rate, a quarter to 1.5× the peak."""
+    from simulator.capacity import headroom_curve, headroom_rates
+
+    return headroom_curve(_scenario, replicas, headroom_rates(peak_qps))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def replicas_at(digest: str, _scenario: Scenario, peak_qps: float, hint: int):
+    """Fewest replicas meeting the SLO at one peak rate (`simulator.capacity.replicas_needed`)."""
+    from simulator.capacity import replicas_needed
+
+    return replicas_needed(_scenario, peak_qps, hint=hint, verify=False).replicas
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def report_files(digest: str, _scenario: Scenario, peak_qps: float) -> tuple[str, str]:
+    """The capacity report (`lifecost report -o report.html|md`) as (HTML, Markdown) text."""
+    from planner_ui.report import build_report, to_html, to_markdown
+
+    rep = build_report(_scenario, peak_qps=peak_qps)
+    return to_html(rep), to_markdown(rep)

@@ -1,0 +1,96 @@
+"""Capacity: how many GPUs meet the SLO at a peak rate, and how much headroom they leave.
+
+The answer is `simulator.capacity.search` for the scenario's own configuration — the same call as
+`lifecost capacity SCENARIO.yaml --peak-qps X --json` — verified by simulating the whole fleet
+at N and N − 1 replicas. Below it: the headroom curve (SLO attainment and p99 latencies from a
+quarter to 1.5× the peak, `headroom_curve`) and the GPUs needed at other peak rates
+(`replicas_needed` at each rate). The report buttons build `lifecost report`'s HTML/Markdown.
+When no configuration meets the SLO (an impossible SLO), the library's "closest configuration
+and its miss" is shown next to the SLO inputs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import streamlit as st
+
+from planner_ui import ui_calls
+from planner_ui import ui_charts as ch
+from planner_ui.ui_builder import Built
+
+RATE_FRACTIONS = (0.25, 0.5, 1.0, 1.5, 2.0)  # peak rates for "GPUs needed vs peak rate", × the chosen peak
+
+
+def default_peak_qps(s) -> float:
+    from planner_ui.report import default_peak_qps as peak
+
+    return peak(s)
+
+
+def render(built: Built) -> None:
+    s = ui_calls.need_scenario(built)
+    if s is None:
+        return
+    if s.slo.ttft_p99_s is None and s.slo.tpot_p99_s is None and s.slo.e2e_p99_s is None:
+        ui_calls.report_message("slo: no latency bound is set — set a p99 TTFT, TPOT or E2E bound", "slo", built)
+        return
+    top = st.columns([1, 3])
+    peak = top[0].number_input("Peak rate (req/s)", min_value=0.01, value=round(default_peak_qps(s), 2), step=1.0,
+                               key=f"cap.peak_qps.{s.digest()}", help="Default: the horizon's first-month peak "
+                               "(requests/day ÷ 86,400 × peak-to-mean)")
+    top[1].markdown(f"<br/>Searching {s.gpu.name} × TP {s.gpu.tensor_parallel}, max_num_seqs {s.engine.max_num_seqs}, "
+                    f"{s.model.quant} weights · `lifecost capacity SCENARIO.yaml --peak-qps {peak:g} --json`", unsafe_allow_html=True)
+
+    bar = st.progress(0.0, text="Capacity search…")
+    answer = ui_calls.call(ui_calls.capacity_answer, s.digest(), s, float(peak), built=built)
+    if answer is None:
+        bar.empty()
+        return
+    if not answer.meets:
+        bar.empty()
+        ui_calls.report_message(f"slo: no configuration meets the SLO at {peak:g} req/s — closest "
+                                f"{', '.join(f'{k}={v}' for k, v in answer.config.items())}: {answer.miss}", "slo", built)
+        return
+    c = st.columns(6)
+    c[0].metric("Replicas", ch.fmt_int(answer.replicas), f"{answer.gpus_per_replica} GPU(s) each", delta_color="off")
+    c[1].metric("GPUs", ch.fmt_int(answer.total_gpus), s.gpu.name, delta_color="off")
+    c[2].metric("Capacity / replica", ch.fmt_qps(answer.max_qps_per_replica), "within the SLO", delta_color="off")
+    c[3].metric("$ / hour", ch.fmt_usd(answer.usd_per_hour), f"{ch.fmt_usd(answer.usd_per_gpu_hour)} per GPU-hour", delta_color="off")
+    c[4].metric("$ / month", ch.fmt_usd(answer.usd_per_hour * 730.0), "730 h", delta_color="off")
+    c[5].metric("Fleet-verified", "yes" if answer.verified else "no", "N meets, N−1 misses" if answer.verified else "not confirmed",
+                delta_color="normal" if answer.verified else "inverse")
+
+    bar.progress(0.4, text="Headroom curve…")
+    curve = ui_calls.call(ui_calls.headroom, s.digest(), answer.scenario, answer.replicas, float(peak), built=built)
+    if curve is not None:
+        st.plotly_chart(ch.headroom_chart(curve, answer.slo, peak), width="stretch", key="cap_headroom")
+
+    rows = []
+    for i, f in enumerate(RATE_FRACTIONS):
+        bar.progress(0.6 + 0.4 * i / len(RATE_FRACTIONS), text=f"Replicas needed at {f:g}× the peak…")
+        rate = peak * f
+        hint = max(1, math.ceil(rate / answer.max_qps_per_replica))
+        n = ui_calls.call(ui_calls.replicas_at, s.digest(), answer.scenario, float(rate), hint, built=built)
+        if n is not None:
+            rows.append({"peak_qps": rate, "replicas": n, "gpus": n * answer.gpus_per_replica})
+    bar.empty()
+    left, right = st.columns([3, 2])
+    if rows:
+        left.plotly_chart(ch.gpus_vs_rate(rows, peak), width="stretch", key="cap_gpus")
+    if curve is not None:
+        right.dataframe(curve[["rate_qps", "slo_attainment", "ttft_p99_s", "tpot_p99_s", "e2e_p99_s"]].round(4),
+                        hide_index=True, width="stretch")
+
+    st.subheader("Capacity report")
+    if st.button("Build the report (HTML + Markdown)", icon=":material/description:", key="cap_build_report"):
+        st.session_state[f"cap.report.{s.digest()}.{peak:g}"] = True
+    if st.session_state.get(f"cap.report.{s.digest()}.{peak:g}"):
+        files = ui_calls.call(ui_calls.report_files, s.digest(), s, float(peak), built=built, status="Building the capacity report…")
+        if files is not None:
+            html, md = files
+            d1, d2 = st.columns(2)
+            d1.download_button("Download report.html", html, file_name=f"{s.name}-capacity.html", mime="text/html",
+                               key="dl_report_html", width="stretch")
+            d2.download_button("Download report.md", md, file_name=f"{s.name}-capacity.md", mime="text/markdown",
+                               key="dl_report_md", width="stretch")

@@ -1,0 +1,259 @@
+"""Plotly figures and small display tables for the planner pages.
+
+Presentation only: every value plotted here comes from a library result passed in (a Result's
+frames, a cost plan, a capacity curve, a Profile). One template and palette for all charts, so the
+dashboard reads as one product; units are in every axis title.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import plotly.graph_objects as go
+
+TEMPLATE = "plotly_white"
+PALETTE = ["#2563eb", "#f97316", "#10b981", "#8b5cf6", "#ef4444", "#0ea5e9", "#eab308"]
+HEIGHT = 360
+
+
+def style(fig: go.Figure, *, title: str | None = None, x: str | None = None, y: str | None = None,
+          height: int = HEIGHT) -> go.Figure:
+    fig.update_layout(
+        template=TEMPLATE, height=height, colorway=PALETTE, title=title,
+        margin=dict(l=10, r=10, t=50 if title else 20, b=10),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1),
+        font=dict(family="Inter, Segoe UI, Helvetica, Arial, sans-serif", size=13),
+    )
+    if x:
+        fig.update_xaxes(title_text=x)
+    if y:
+        fig.update_yaxes(title_text=y)
+    return fig
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def ceiling_rows(gpu, profile) -> list[tuple[str, float | None, float, str, str]]:
+    """(label, measured or None, datasheet, unit, number format) for each hardware ceiling."""
+    ceil = profile.ceilings if profile is not None else None
+    return [
+        ("bf16 GEMM", getattr(ceil, "gemm_bf16_tflops", None), gpu.bf16_tflops, "TFLOP/s", ",.0f"),
+        ("HBM copy", getattr(ceil, "hbm_copy_tb_s", None), gpu.hbm_tb_s, "TB/s", ",.2f"),
+        ("Host → device", getattr(ceil, "h2d_gb_s", None), gpu.host_link_gb_s, "GB/s", ",.0f"),
+    ]
+
+
+def fit_rows(profile) -> list[dict[str, Any]]:
+    rows = []
+    if profile.step_time is not None:
+        f = profile.step_time.fit
+        rows.append({"fit": "step time (serving)", "points": f.n_points, "R²": round(f.r2, 4), "MAPE": f"{f.mape:.1%}",
+                     "fitted on": profile.step_time.fit_model or "—"})
+    if profile.training is not None and profile.training.fit is not None:
+        f = profile.training.fit
+        rows.append({"fit": f"training (MFU {profile.training.mfu:.1%})", "points": f.n_points, "R²": round(f.r2, 4),
+                     "MAPE": f"{f.mape:.1%}", "fitted on": "—"})
+    return rows
+
+
+def step_coeff_bar(profile) -> go.Figure:
+    """The fitted inverse efficiencies c1..c4 (1.0 = the measured ceiling is reached)."""
+    st_ = profile.step_time
+    names = ["c1 GEMM FLOPs", "c2 weight bytes", "c3 prefill attention", "c4 KV reads"]
+    fig = go.Figure(go.Bar(x=names, y=[st_.c1, st_.c2, st_.c3, st_.c4], marker_color=PALETTE[0],
+                           text=[f"{v:.2f}" for v in (st_.c1, st_.c2, st_.c3, st_.c4)], textposition="outside"))
+    fig.add_hline(y=1.0, line_dash="dot", annotation_text="at measured ceiling")
+    return style(fig, title=f"Step-time coefficients (c0 = {st_.c0_s * 1e3:.2f} ms per step)", y="inverse efficiency (×)")
+
+
+# --------------------------------------------------------------------------- number formats
+# One formatter per unit, used by every page and by the tests that compare with the CLI's JSON.
+
+
+def fmt_usd(x: float | None) -> str:
+    if x is None or x != x:
+        return "—"
+    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"${x / div:,.2f}{suffix}"
+    return f"${x:,.2f}"
+
+
+def fmt_ms(x_s: float | None) -> str:
+    if x_s is None or x_s != x_s:
+        return "—"
+    ms = x_s * 1e3
+    return f"{ms:,.0f} ms" if ms >= 100 else f"{ms:.1f} ms"
+
+
+def fmt_s(x_s: float | None) -> str:
+    return "—" if x_s is None or x_s != x_s else f"{x_s:,.2f} s"
+
+
+def fmt_pct(x: float | None) -> str:
+    return "—" if x is None or x != x else f"{x:.1%}"
+
+
+def fmt_qps(x: float | None) -> str:
+    return "—" if x is None or x != x else f"{x:,.2f} req/s"
+
+
+def fmt_tok_s(x: float | None) -> str:
+    return "—" if x is None or x != x else f"{x:,.0f} tok/s"
+
+
+def fmt_gib(x: float | None) -> str:
+    return "—" if x is None or x != x else f"{x:,.1f} GiB"
+
+
+def fmt_int(x: float | None) -> str:
+    return "—" if x is None or x != x else f"{int(round(x)):,}"
+
+
+# --------------------------------------------------------------------------- cost
+
+COST_PARTS = (  # (label, how to get it from a LifetimeCost.frame, colour)
+    ("training", lambda f: f["training_usd"] + f["failed_attempts_usd"], PALETTE[3]),
+    ("serving (busy)", lambda f: f["serving_usd"] - f["idle_usd"], PALETTE[0]),
+    ("idle / over-provisioning", lambda f: f["idle_usd"], "#93c5fd"),
+    ("energy", lambda f: f["energy_usd"], PALETTE[6]),
+)
+
+
+def cost_by_month(costs: list[tuple[str, Any]]) -> go.Figure:
+    """Stacked monthly cost, one panel per scenario (shared y axis)."""
+    from plotly.subplots import make_subplots
+
+    n = len(costs)
+    fig = make_subplots(rows=1, cols=n, shared_yaxes=True, subplot_titles=[name for name, _ in costs],
+                        horizontal_spacing=0.03)
+    for i, (_, cost) in enumerate(costs, start=1):
+        f = cost.frame
+        for label, part, colour in COST_PARTS:
+            fig.add_trace(go.Bar(x=f.index, y=part(f), name=label, marker_color=colour, legendgroup=label,
+                                 showlegend=i == 1, hovertemplate="month %{x}: $%{y:,.0f}<extra>" + label + "</extra>"),
+                          row=1, col=i)
+        fig.update_xaxes(title_text="month", row=1, col=i)
+    fig.update_layout(barmode="stack")
+    return style(fig, title="Lifetime cost by month", y="USD per month")
+
+
+def cumulative_cost(costs: list[tuple[str, Any]]) -> go.Figure:
+    """Cumulative total cost per scenario; dotted: cumulative training; ◆: the break-even month
+    (cumulative serving reaches cumulative training), as the cost rollup reports it."""
+    fig = go.Figure()
+    for i, (name, cost) in enumerate(costs):
+        f, colour = cost.frame, PALETTE[i % len(PALETTE)]
+        fig.add_trace(go.Scatter(x=f.index, y=f["total_usd"].cumsum(), name=name, mode="lines+markers",
+                                 line=dict(color=colour, width=3)))
+        fig.add_trace(go.Scatter(x=f.index, y=f["cum_serving_usd"], name=f"{name}: serving", mode="lines",
+                                 line=dict(color=colour, dash="dash"), showlegend=False,
+                                 hovertemplate="cumulative serving $%{y:,.0f}<extra></extra>"))
+        fig.add_trace(go.Scatter(x=f.index, y=f["cum_training_usd"], name=f"{name}: training", mode="lines",
+                                 line=dict(color=colour, dash="dot"), showlegend=False,
+                                 hovertemplate="cumulative training $%{y:,.0f}<extra></extra>"))
+        month = cost.totals.get("break_even_month")
+        if month is not None:
+            fig.add_trace(go.Scatter(x=[month], y=[f.loc[month, "cum_serving_usd"]], mode="markers+text",
+                                     marker=dict(symbol="diamond", size=13, color=colour, line=dict(color="white", width=1)),
+                                     text=[f"break-even m{month}"], textposition="top left", showlegend=False,
+                                     hovertemplate="break-even: month %{x}<extra>" + name + "</extra>"))
+    return style(fig, title="Cumulative cost (— total, - - serving, ··· training)", x="month", y="USD (cumulative)")
+
+
+def bars(names: list[str], values: list[float], *, title: str, y: str, text: list[str]) -> go.Figure:
+    fig = go.Figure(go.Bar(x=names, y=values, text=text, textposition="outside",
+                           marker_color=[PALETTE[i % len(PALETTE)] for i in range(len(names))]))
+    fig.update_yaxes(rangemode="tozero")
+    return style(fig, title=title, y=y, height=300)
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def _thin(frame, max_points: int = 4000):
+    """Every k-th row so a browser draws at most `max_points` (the shape is kept, not the detail)."""
+    k = max(1, len(frame) // max_points)
+    return frame.iloc[::k]
+
+
+def kv_and_batch(steps, kv_capacity_blocks: int) -> go.Figure:
+    """KV-cache occupancy (share of the replica's blocks) and running batch size over time."""
+    from plotly.subplots import make_subplots
+
+    s = _thin(steps)
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=("KV-cache occupancy", "Batch size (sequences per step)"))
+    fig.add_trace(go.Scatter(x=s["start_s"], y=s["kv_blocks_used"] / kv_capacity_blocks, mode="lines", name="KV used",
+                             line=dict(color=PALETTE[0], width=1.5), fill="tozeroy"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=s["start_s"], y=s["batch_size"], mode="lines", name="batch",
+                             line=dict(color=PALETTE[1], width=1.5)), row=2, col=1)
+    fig.update_yaxes(tickformat=".0%", rangemode="tozero", row=1, col=1, title_text="of KV blocks")
+    fig.update_yaxes(rangemode="tozero", row=2, col=1, title_text="sequences")
+    fig.update_xaxes(title_text="simulated time (s)", row=2, col=1)
+    return style(fig, height=480)
+
+
+def cdf(values_s, *, name: str, bound_s: float | None, unit_ms: bool = True) -> go.Figure:
+    """Empirical CDF of a latency, with the SLO's p99 bound as a vertical line."""
+    import numpy as np
+
+    v = np.sort(np.asarray(values_s, dtype=float))
+    v = v[np.isfinite(v)]
+    k = max(1, len(v) // 2000)
+    scale = 1e3 if unit_ms else 1.0
+    y = (np.arange(1, len(v) + 1) / len(v))[::k]
+    fig = go.Figure(go.Scatter(x=v[::k] * scale, y=y, mode="lines", line=dict(color=PALETTE[0], width=2.5), name=name))
+    if bound_s is not None:
+        fig.add_vline(x=bound_s * scale, line_dash="dash", line_color=PALETTE[4], annotation_text="p99 SLO")
+    fig.add_hline(y=0.99, line_dash="dot", line_color="#94a3b8")
+    fig.update_yaxes(tickformat=".0%", range=[0, 1.01])
+    return style(fig, title=f"{name} distribution (CDF)", x=f"{name} ({'ms' if unit_ms else 's'})", y="share of requests", height=320)
+
+
+def memory_bar(plan) -> go.Figure:
+    """Where one GPU's HBM goes: weights, activation reserve, KV cache, and what is held back."""
+    parts = [("weights", plan.weights_gib, PALETTE[3]), ("activations", plan.activation_reserve_gib, PALETTE[1]),
+             ("KV cache", plan.kv_gib, PALETTE[0]), ("not used (utilization cap)", max(plan.gpu_total_gib - plan.usable_gib, 0.0), "#cbd5e1")]
+    fig = go.Figure()
+    for label, gib, colour in parts:
+        fig.add_trace(go.Bar(y=["HBM"], x=[gib], name=label, orientation="h", marker_color=colour,
+                             text=[f"{gib:,.1f}"], textposition="inside", hovertemplate=f"{label}: %{{x:,.1f}} GiB<extra></extra>"))
+    fig.update_layout(barmode="stack")
+    return style(fig, title=f"Memory per GPU ({plan.gpu_total_gib:,.0f} GiB)", x="GiB", height=190)
+
+
+# --------------------------------------------------------------------------- capacity
+
+
+def headroom_chart(curve, slo: dict[str, Any], peak_qps: float) -> go.Figure:
+    """SLO attainment (left) and p99 latencies (right, vs their bounds) against the fleet's rate."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("SLO attainment", "p99 latency vs bound"), horizontal_spacing=0.1)
+    fig.add_trace(go.Scatter(x=curve["rate_qps"], y=curve["slo_attainment"], mode="lines+markers", name="attainment",
+                             line=dict(color=PALETTE[0], width=3)), row=1, col=1)
+    fig.add_hline(y=slo.get("attainment", 0.99), line_dash="dash", line_color=PALETTE[4], row=1, col=1)
+    for i, (metric, key) in enumerate((("TTFT", "ttft"), ("TPOT", "tpot"), ("E2E", "e2e"))):
+        bound = slo.get(f"{key}_p99_s")
+        col = f"{key}_p99_s"
+        if bound is None or col not in curve:
+            continue
+        fig.add_trace(go.Scatter(x=curve["rate_qps"], y=curve[col] / bound, mode="lines+markers", name=f"p99 {metric} / bound",
+                                 line=dict(color=PALETTE[(i + 1) % len(PALETTE)], width=2.5)), row=1, col=2)
+    fig.add_hline(y=1.0, line_dash="dash", line_color=PALETTE[4], row=1, col=2)
+    for c in (1, 2):
+        fig.add_vline(x=peak_qps, line_dash="dot", line_color="#64748b", row=1, col=c)
+        fig.update_xaxes(title_text="fleet request rate (req/s)", row=1, col=c)
+    fig.update_yaxes(tickformat=".0%", row=1, col=1)
+    fig.update_yaxes(title_text="× of the bound (≤ 1 meets)", row=1, col=2)
+    return style(fig, height=380)
+
+
+def gpus_vs_rate(rows: list[dict[str, Any]], peak_qps: float) -> go.Figure:
+    fig = go.Figure(go.Scatter(x=[r["peak_qps"] for r in rows], y=[r["gpus"] for r in rows], mode="lines+markers",
+                               line=dict(shape="hv", color=PALETTE[0], width=3), name="GPUs"))
+    fig.add_vline(x=peak_qps, line_dash="dot", line_color="#64748b", annotation_text="chosen peak")
+    fig.update_yaxes(rangemode="tozero")
+    return style(fig, title="GPUs needed vs peak rate", x="peak request rate (req/s)", y="GPUs", height=340)

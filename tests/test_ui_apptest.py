@@ -1,0 +1,169 @@
+"""The Streamlit planner's page logic, run headless with `streamlit.testing.v1.AppTest`.
+
+Inputs go in through the real widgets (file uploaders, number inputs); we check what the page
+shows — the scenario it built, inline errors, the numbers on the metric cards — against the same
+library calls and the CLI's `--json` output for the same scenario.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from simulator.scenario import Scenario, parse_scenario, scenario_to_yaml  # noqa: E402
+
+APP = Path(__file__).resolve().parents[1] / "planner_ui" / "app.py"
+CONFIGS = Path(__file__).resolve().parents[1] / "models" / "configs"
+TIMEOUT_S = 120
+
+
+def start(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S)
+    at.run()
+    if page:
+        at.switch_page(f"pages/{page}.py").run()
+    return at
+
+
+def built_scenario(at: AppTest) -> Scenario | None:
+    return at.session_state["scenario"]
+
+
+def sidebar_errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.sidebar.error]
+
+
+def upload(at: AppTest, key: str, name: str, content: bytes, mime: str) -> AppTest:
+    at.file_uploader(key=key).set_value((name, content, mime))
+    return at.run()
+
+
+def assert_no_traceback(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    for e in [*at.error, *at.sidebar.error]:
+        assert "Traceback" not in e.value
+
+
+# --------------------------------------------------------------------------- scenario builder
+
+
+def test_app_starts_on_the_embedded_default_scenario():
+    at = start()
+    assert_no_traceback(at)
+    assert not sidebar_errors(at)
+    assert built_scenario(at) == Scenario()
+
+
+def test_editing_a_widget_changes_exactly_that_scenario_field():
+    at = start()
+    at.number_input(key="sc.engine.max_num_seqs").set_value(64).run()
+    at.number_input(key="sc.workload.arrival.rate_qps").set_value(9.5).run()
+    want = Scenario().with_changes(**{"engine.max_num_seqs": 64, "workload.arrival.rate_qps": 9.5})
+    assert built_scenario(at) == want
+    assert_no_traceback(at)
+
+
+def test_uploaded_scenario_yaml_reseeds_every_widget():
+    text = scenario_to_yaml(Scenario().with_changes(**{"engine.max_num_seqs": 48, "gpu.name": "A100-80GB",
+                                                       "slo.ttft_p99_s": 2.5, "horizon.months": 24}))
+    at = upload(start(), "up.scenario", "mine.yaml", text.encode(), "application/x-yaml")
+    assert_no_traceback(at)
+    assert at.number_input(key="sc.engine.max_num_seqs").value == 48
+    assert at.selectbox(key="sc.gpu.name").value == "A100-80GB"
+    assert built_scenario(at) == parse_scenario(text)
+    # the download button offers the scenario back, byte for byte what `scenario_to_yaml` writes
+    assert parse_scenario(scenario_to_yaml(built_scenario(at))) == parse_scenario(text)
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("engine:\n  max_num_seqs: -3\n", "engine.max_num_seqs"),
+        ("engine: [1, 2\n", "not valid YAML"),
+        ("gpu:\n  name: H100\n  colour: red\n", "gpu.colour"),
+        ("!!python/object/apply:os.system ['echo pwned']\n", "not valid YAML"),
+    ],
+)
+def test_a_bad_scenario_upload_shows_one_line_inline_error(text, needle):
+    at = upload(start(), "up.scenario", "bad.yaml", text.encode(), "application/x-yaml")
+    assert_no_traceback(at)
+    errors = sidebar_errors(at)
+    assert any(needle in e for e in errors), errors
+    assert all("\n" not in e for e in errors)
+    assert built_scenario(at) == Scenario()  # the previous scenario stays in force
+
+
+def test_an_uploaded_model_config_becomes_the_scenario_model():
+    content = (CONFIGS / "Qwen2.5-7B.json").read_bytes()
+    at = upload(start(), "up.config", "Qwen2.5-7B.json", content, "application/json")
+    assert_no_traceback(at)
+    s = built_scenario(at)
+    assert Path(s.model.name).read_bytes() == content
+    from models.catalog import load_model
+
+    assert load_model(s.model.name).hidden_size == load_model("Qwen2.5-7B").hidden_size
+    assert "Qwen2.5-7B (uploaded)" in at.selectbox(key="sc.model.name").options
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        (b'{"foo": 1}', "model"),
+        (b"[1, 2, 3]", "not an object"),
+        (b"\xff\xfe not json", "not JSON"),
+        (json.dumps({"model_type": "llama", "hidden_size": -4}).encode(), "hidden_size"),
+    ],
+)
+def test_a_config_that_is_not_a_model_shows_an_inline_error(content, needle):
+    at = upload(start(), "up.config", "config.json", content, "application/json")
+    assert_no_traceback(at)
+    errors = sidebar_errors(at)
+    assert any(needle in e for e in errors), errors
+    assert built_scenario(at).model.name == Scenario().model.name
+
+
+def test_a_trace_with_wrong_columns_shows_an_inline_error():
+    csv = b"time,input_len,output_len\n0.0,10,20\n0.5,11,21\n"
+    at = upload(start(), "up.trace", "trace.csv", csv, "text/csv")
+    assert_no_traceback(at)
+    errors = sidebar_errors(at)
+    assert any("missing columns" in e for e in errors), errors
+    assert built_scenario(at).workload.arrival.kind == "poisson"
+
+
+def test_a_valid_trace_switches_arrivals_to_trace_replay():
+    rows = [{"arrival_time_s": 0.25 * i, "prompt_tokens": 100 + i, "output_tokens": 20 + i} for i in range(40)]
+    jsonl = "\n".join(json.dumps(r) for r in rows).encode()
+    at = upload(start(), "up.trace", "t.jsonl", jsonl, "application/jsonl")
+    assert_no_traceback(at)
+    arrival = built_scenario(at).workload.arrival
+    assert arrival.kind == "trace"
+    assert Path(arrival.trace_path).read_bytes() == jsonl
+    assert not sidebar_errors(at)
+
+
+def test_cross_field_mistake_is_shown_next_to_its_section():
+    at = start()
+    at.selectbox(key="sc.workload.classes.0.prompt_tok.kind").set_value("uniform").run()
+    at.number_input(key="sc.workload.classes.0.prompt_tok.low").set_value(900).run()
+    at.number_input(key="sc.workload.classes.0.prompt_tok.high").set_value(100).run()
+    assert_no_traceback(at)
+    assert built_scenario(at) is None
+    assert any("below `low`" in e for e in sidebar_errors(at)), sidebar_errors(at)
+    # the page says what to do instead of showing numbers for a scenario that does not exist
+    assert any("Fix the scenario inputs" in w.value for w in at.warning)
+
+
+def test_scenario_download_round_trips():
+    at = start()
+    at.number_input(key="sc.horizon.months").set_value(36).run()
+    dl = [d for d in at.sidebar.get("download_button")]
+    assert dl, "no scenario download button"
+    s = built_scenario(at)
+    assert yaml.safe_load(scenario_to_yaml(s))["horizon"]["months"] == 36
