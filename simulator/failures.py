@@ -195,7 +195,8 @@ class CheckpointPlan:
     checkpoint_s: float
     restart_s: float
     young_interval_s: float
-    interval_s: float  # the one used: Daly's optimum (capped at the job length)
+    daly_interval_s: float
+    interval_s: float  # the one used: Daly's optimum, capped at the job length
     expected_wall_s: float
     expected_failures: float
 
@@ -209,8 +210,8 @@ def plan_checkpoints(work_s: float, num_gpus: int, checkpoint_s: float, failures
     """Expected wall-clock of a job of `work_s` failure-free seconds on `num_gpus` GPUs, checkpointing
     at Daly's optimum interval (never longer than the job: a short job writes one final checkpoint)."""
     m = failures.cluster_mtbf_s(num_gpus)
-    tau = min(daly_interval_s(checkpoint_s, m), work_s) if work_s > 0 else daly_interval_s(checkpoint_s, m)
-    tau = max(tau, 1e-9)
+    daly = daly_interval_s(checkpoint_s, m)
+    tau = max(min(daly, work_s) if work_s > 0 else daly, 1e-9)
     wall = expected_wall_s(work_s, tau, checkpoint_s, failures.restart_s, m)
     return CheckpointPlan(
         num_gpus=num_gpus,
@@ -219,6 +220,7 @@ def plan_checkpoints(work_s: float, num_gpus: int, checkpoint_s: float, failures
         checkpoint_s=checkpoint_s,
         restart_s=failures.restart_s,
         young_interval_s=young_interval_s(checkpoint_s, m),
+        daly_interval_s=daly,
         interval_s=tau,
         expected_wall_s=wall,
         expected_failures=wall / m,

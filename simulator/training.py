@@ -429,7 +429,7 @@ def plan_training(
         gpu_hours.high * price.usd_per_gpu_hour + energy_usd.high,
     )
 
-    steps = _steps(t, tok_per_sample, n_epochs, dataset_tok, fpt, ck, total_flops, n, gpu, mfu_b, comm, compute_s, ck_plans[1], wall_s, gpu_hours, watts, energy_kwh, price, usd, energy_usd, failures)
+    steps = _steps(card, t, tok_per_sample, n_epochs, dataset_tok, fpt, ck, total_flops, n, gpu, mfu_b, comm, compute_s, ck_plans[1], wall_s, gpu_hours, watts, energy_kwh, price, usd, energy_usd, failures)
     return TrainingPlan(
         scenario=scenario.name,
         model=card.name,
@@ -463,16 +463,20 @@ def plan_training(
     )
 
 
+def flop_terms(card: ModelCard, t) -> tuple[float, float, float]:
+    """(N, A, Nₐ) of `train_flops_per_token`'s rule: matmul params a token uses, forward attention
+    FLOPs at the causal-average context (S+1)/2, and the adapters' active params (0 for full)."""
+    from models.flops import attn_flops_per_token, linear_matmul_params
+    from models.lora import lora_active_params
+
+    n_a = 0.0 if t.method == "full" else lora_active_params(card, t.lora_r, t.lora_targets)
+    return linear_matmul_params(card), attn_flops_per_token(card, (t.seq_len_tok + 1) / 2), n_a
+
+
 def _fwd_flops(card: ModelCard, t) -> float:
     """Forward-only FLOPs per token (the part of a step that precedes the backward)."""
-    from models.flops import attn_flops_per_token, linear_flops_per_token
-
-    f = linear_flops_per_token(card) + attn_flops_per_token(card, (t.seq_len_tok + 1) / 2)
-    if t.method != "full":
-        from models.lora import lora_active_params
-
-        f += 2.0 * lora_active_params(card, t.lora_r, t.lora_targets)
-    return f
+    n_mm, attn, n_a = flop_terms(card, t)
+    return 2.0 * n_mm + attn + 2.0 * n_a
 
 
 def _host_overhead_w(sheet: PriceSheet, gpu_name: str) -> float:
@@ -485,13 +489,23 @@ def _host_overhead_w(sheet: PriceSheet, gpu_name: str) -> float:
         return 0.0
 
 
-def _steps(t, tok_per_sample, n_epochs, dataset_tok, fpt, ck, total_flops, n, gpu, mfu_b, comm, compute_s, ckp, wall_s, gpu_hours, watts, energy_kwh, price, usd, energy_usd, failures) -> list[Step]:
-    flop_rule = {"full": "6N + 3A", "lora": "4N + 3A + 6Nₐ", "qlora": "4N + 3A + 6Nₐ"}[t.method]
+def _steps(card, t, tok_per_sample, n_epochs, dataset_tok, fpt, ck, total_flops, n, gpu, mfu_b, comm, compute_s, ckp, wall_s, gpu_hours, watts, energy_kwh, price, usd, energy_usd, failures) -> list[Step]:
+    n_mm, attn, n_a = flop_terms(card, t)
+    if t.method == "full":
+        rule, numbers = "6N + 3A", f"6 × {_human(n_mm)} + 3 × {_human(attn)}"
+        fwd = 2 * n_mm + attn
+    else:
+        rule, numbers = "4N + 3A + 6Nₐ", f"4 × {_human(n_mm)} + 3 × {_human(attn)} + 6 × {_human(n_a)}"
+        fwd = 2 * n_mm + attn + 2 * n_a
+    if ck:
+        rule += " + recompute"
+        numbers += f" + {_human(fwd)}"
     steps = [
         Step("tokens", f"{t.samples:,} samples × {_range_text(n_epochs)} epochs × {_range_text(tok_per_sample)} tokens", dataset_tok.mid, "tok"),
         Step(
             "FLOPs/token",
-            f"{t.method}: {flop_rule}{' + forward recompute' if ck else ''} at seq {t.seq_len_tok:,}",
+            f"{t.method} {rule} = {numbers} (N = {_human(n_mm)} matmul params, A = {_human(attn)} attention FLOPs at ctx {(t.seq_len_tok + 1) / 2:,.1f}"
+            + (f", Nₐ = {_human(n_a)} adapter params)" if t.method != "full" else ")"),
             fpt,
             "FLOP",
         ),
