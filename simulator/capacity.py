@@ -451,12 +451,31 @@ SEARCH_DIMENSIONS = {
     "max-num-seqs": ("engine.max_num_seqs", [32, 64, 128, 256, 512]),
     "max-num-batched-tokens": ("engine.max_num_batched_tokens", [2048, 4096, 8192, 16384]),
     "quant": ("model.quant", ["bf16", "fp8", "int8", "int4-awq"]),
+    "kv-dtype": ("model.kv_dtype", ["bf16", "fp8"]),
+    "speculative": ("speculative.method", ["none", "eagle", "ngram"]),
+    "offload": ("offload.enabled", [False, True]),
 }
+
+
+def _coerce(current: Any, raw: str, name: str) -> Any:
+    """A CLI value as the type of the field it replaces (bool accepts true/false/yes/no/on/off/1/0)."""
+    if isinstance(current, bool):
+        low = raw.lower()
+        if low in ("true", "yes", "on", "1"):
+            return True
+        if low in ("false", "no", "off", "0"):
+            return False
+        raise LifecostError(f"cannot read {raw!r} as true/false", field=f"--search {name}", fix="use true or false, e.g. offload=false/true")
+    try:
+        return type(current)(raw) if current is not None else raw
+    except ValueError:
+        raise LifecostError(f"cannot read {raw!r} as {type(current).__name__}", field=f"--search {name}", fix="separate values with '/', e.g. tp=1/2/4") from None
 
 
 class SearchSpace(BaseModel):
     """Values to try per dimension (Scenario dotted field → values). A field not listed keeps
-    the scenario's value. Built from the CLI's `--search gpu,tp=1/2,quant` by `parse_search`."""
+    the scenario's value. Built from the CLI's `--search gpu,tp=1/2,quant` by `parse_search`.
+    Every combination is a full Scenario re-validated by pydantic (`Scenario.with_changes`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -497,12 +516,8 @@ def parse_search(spec: str | None, scenario: Scenario) -> SearchSpace:
             raise unknown_name("--search dimension", name, list(SEARCH_DIMENSIONS))
         dotted, default = SEARCH_DIMENSIONS[name]
         if given:
-            raw = [v.strip() for v in given.split("/") if v.strip()]
             current = _get(scenario, dotted)
-            try:
-                vals = [type(current)(v) for v in raw]
-            except ValueError:
-                raise LifecostError(f"cannot read {given!r} as {type(current).__name__} values", field=f"--search {name}", fix="separate values with '/', e.g. tp=1/2/4") from None
+            vals = [_coerce(current, v.strip(), name) for v in given.split("/") if v.strip()]
         elif default is None:
             vals = _priced_gpus(scenario)
         else:
@@ -596,6 +611,18 @@ def evaluate_config(job: ConfigJob) -> dict[str, Any]:
     }
 
 
+def _variant(scenario: Scenario, config: dict[str, Any]) -> Scenario:
+    """The scenario with one configuration's fields set; an invalid value is a user error."""
+    from pydantic import ValidationError
+
+    try:
+        return scenario.with_changes(**config) if config else scenario
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise LifecostError(err["msg"].removeprefix("Value error, "), field=f"--search {field}", fix="see `lifecost capacity --help` for the values each dimension takes") from None
+
+
 def config_key(config: dict[str, Any]) -> str:
     return ",".join(f"{k}={config[k]}" for k in sorted(config)) or "scenario"
 
@@ -677,7 +704,7 @@ def search(
     jobs: dict[str, ConfigJob] = {}
     variants: dict[str, tuple[dict[str, Any], Scenario]] = {}
     for config in space.configs(scenario):
-        variant = scenario.with_changes(**config) if config else scenario
+        variant = _variant(scenario, config)
         key = config_key(config)
         fits, why = memory_verdict(variant)
         # A fixed $/GPU-hour override prices the scenario's own GPU, not the others searched.

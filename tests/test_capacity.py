@@ -195,6 +195,10 @@ def test_bad_search_input_is_a_one_line_user_error():
         parse_search("tp=one/two", Scenario())
     with pytest.raises(LifecostError, match="--peak-qps"):
         search(tiny(), 0.0)
+    with pytest.raises(LifecostError, match="--search model.quant"):
+        search(tiny(), 10.0, parse_search("quant=int3", tiny()))
+    with pytest.raises(LifecostError, match="true or false"):
+        parse_search("offload=maybe", tiny())
 
 
 # --- headroom and cost hook -------------------------------------------------------------------
