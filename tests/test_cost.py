@@ -209,3 +209,25 @@ def test_capacity_from_the_serving_simulator_is_positive_and_an_impossible_slo_i
     with pytest.raises(LifecostError, match="misses the SLO"):
         capacity_from_simulation(impossible)
     assert np.isfinite(cap.max_qps_per_replica)
+
+
+def test_a_measured_idle_power_replaces_the_sheet_assumption(tmp_path, monkeypatch):
+    import models.profile as mp
+
+    s = _serving_only(**{"horizon.autoscale": False})
+    sheet_based = lifetime_cost(s, CAP, sheet=SHEET, tokens_per_request=TOK, use_profile=False)
+    monkeypatch.setattr(mp, "PROFILES_DIR", tmp_path)
+    prof = mp.Profile(
+        gpu=mp.ProfileGpu(name="NVIDIA H100 80GB HBM3", catalog_name="H100-SXM"),
+        engine=mp.ProfileEngine(name="vllm", version="0.32.0"),
+        created_utc="2026-11-22T19:00:00Z",
+        command="lifecost calibrate",
+        energy=mp.EnergyTerms(idle_w=300.0),
+    )
+    mp.save_profile(prof, mp.profile_path("H100-SXM", "vllm", tmp_path))
+    measured = lifetime_cost(s, CAP, sheet=SHEET, tokens_per_request=TOK, use_profile=True)
+    f0, f1 = sheet_based.frame.iloc[0], measured.frame.iloc[0]
+    idle_gpu_h = f0.gpu_hours - f0.busy_gpu_hours
+    # only the idle draw changes: 300 W measured vs 0.15 × 700 W = 105 W assumed
+    assert f1.energy_kwh - f0.energy_kwh == pytest.approx(f0.gpu_hours * (300 - 105) / 1000 - f0.busy_gpu_hours * (300 - 105) / 1000)
+    assert idle_gpu_h > 0

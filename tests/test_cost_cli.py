@@ -100,3 +100,16 @@ def test_cost_refuses_a_zero_month_horizon_and_a_missing_price(app, tmp_path):
     zero.write_text("horizon:\n  months: 0\n")
     result = runner.invoke(app, ["cost", str(zero), "--capacity-qps", "5"])
     assert isinstance(result.exception, LifecostError) and "horizon.months" in str(result.exception)
+
+
+def test_failed_attempts_and_failure_rate_options_reach_the_plan(app):
+    base = _json(runner.invoke(app, ["train", "--json"]))
+    redo = _json(runner.invoke(app, ["train", "--json", "--attempt-failure-prob", "0.5", "--mtbf-gpu-h", "2"]))
+    assert redo["expected_attempts"] == pytest.approx(2.0)
+    assert redo["usd_expected"]["mid"] == pytest.approx(2 * redo["usd"]["mid"])
+    assert redo["expected_failures"] > base["expected_failures"] and redo["wall_h"]["mid"] > base["wall_h"]["mid"]
+    bad = runner.invoke(app, ["train", "--attempt-failure-prob", "1"])
+    assert isinstance(bad.exception, LifecostError) and "attempt_failure_prob" in str(bad.exception)
+    cost = _json(runner.invoke(app, ["cost", "--json", "--months", "2", "--capacity-qps", "20", "--attempt-failure-prob", "0.5"]))
+    first = cost["scenarios"][0]["months"][0]
+    assert first["failed_attempts_usd"] == pytest.approx(first["training_usd"])

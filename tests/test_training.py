@@ -173,3 +173,17 @@ def test_bad_training_inputs_are_one_line_errors():
 def test_band_of_orders_a_reversed_pair():
     assert Band.of((5, 1)) == Band(1.0, 3.0, 5.0)
     assert not math.isnan(Band.of(2).mid)
+
+
+def test_flops_per_token_step_multiplies_out_from_its_terms(h100_lora):
+    from models.catalog import load_model
+    from simulator.training import flop_terms
+
+    s = Scenario()
+    n, a, n_a = flop_terms(load_model("Llama-3.1-8B"), s.training)
+    assert h100_lora.flops_per_tok == pytest.approx(4 * n + 3 * a + 6 * n_a)
+    ckpt = plan_training_for("Llama-3.1-8B", "H100-SXM", "lora", gradient_checkpointing=True, use_profile=False, **SEED)
+    assert ckpt.flops_per_tok == pytest.approx(4 * n + 3 * a + 6 * n_a + (2 * n + a + 2 * n_a))
+    full = plan_training_for("Llama-3.1-8B", "H100-SXM", "full", gradient_checkpointing=False, use_profile=False, **SEED)
+    assert full.flops_per_tok == pytest.approx(6 * n + 3 * a)
+    assert "4 × 7.5 G" in _step(h100_lora, "FLOPs/token").formula
