@@ -69,7 +69,7 @@ def parse_prometheus(text: str) -> list[tuple[str, dict[str, str], float]]:
     special floats (`NaN`, `+Inf`, `-Inf`).
     """
     samples = []
-    for line in text.splitlines():
+    for line in text.split("\n"):  # the format's only line separator (label values may hold \r)
         line = line.strip()
         if not line or line.startswith("#"):
             continue
