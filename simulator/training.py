@@ -12,7 +12,8 @@ Arithmetic, in the order `TrainingPlan.steps` prints it:
    GPU card's default, replaced by a calibrated Profile's measured `training.mfu` when one exists;
    it is applied to every executed FLOP (recompute included), so checkpointing costs time.
 4. **Memory**: `models.memory.training_memory_plan` per GPU (plain data parallelism: each GPU
-   holds the whole model, optimizer and its micro-batch's activations — no ZeRO/FSDP sharding).
+   holds the whole model, optimizer and its micro-batch's activations — no ZeRO/FSDP sharding),
+   plus a Profile's measured `training.memory_overhead_gib` when one exists.
    When `gradient_checkpointing` is None every (micro-batch ≤ requested, checkpointing on/off)
    pair that fits is timed and the fastest is chosen (ties → larger micro-batch); gradient
    accumulation keeps the global batch = requested micro-batch × GPUs.
@@ -251,20 +252,19 @@ def trainable_params(card: ModelCard, method: str, lora_r: int, lora_targets: st
     return lora_trainable_params(card, lora_r, lora_targets)
 
 
-def measured_mfu(gpu_name: str) -> tuple[float, str] | None:
-    """(mfu, where) from a calibrated Profile of this GPU, if any has training terms."""
+def measured_training_terms(gpu_name: str) -> tuple[float, float, str] | None:
+    """(mfu, memory overhead GiB, where) from a calibrated Profile of this GPU with training terms."""
     try:
         from models.profile import ENGINE_PREFERENCE, find_profile
     except ImportError:
         return None
-
     for engine in ENGINE_PREFERENCE:
         try:
             prof = find_profile(gpu_name, engine)
         except LifecostError:
             continue  # an unreadable profile must not stop planning; the datasheet default applies
         if prof is not None and prof.training is not None:
-            return prof.training.mfu, f"measured (Profile {prof.key}, {prof.created_utc})"
+            return prof.training.mfu, prof.training.memory_overhead_gib, f"measured (Profile {prof.key}, {prof.created_utc})"
     return None
 
 
@@ -346,12 +346,16 @@ def plan_training(
             raise LifecostError(f"must be > 0, got {b.low:g}", field=f"training.{name}")
     dataset_tok = Band(t.samples * n_epochs.low * tok_per_sample.low, t.samples * n_epochs.mid * tok_per_sample.mid, t.samples * n_epochs.high * tok_per_sample.high)
 
-    # MFU: explicit > measured Profile > GPU card default
+    # MFU: explicit > measured Profile > GPU card default. A Profile's measured memory beyond the
+    # analytic plan (allocator fragmentation, CUDA context, kernels' workspaces) is added to it.
+    found = measured_training_terms(gpu.name) if use_profile else None
+    extra_gib = found[1] if found else 0.0
     if mfu is not None:
         mfu_b, mfu_source = Band.of(mfu), "given"
+    elif found:
+        mfu_b, mfu_source = Band.of(found[0]), found[2]
     else:
-        found = measured_mfu(gpu.name) if use_profile else None
-        mfu_b, mfu_source = (Band.of(found[0]), found[1]) if found else (Band.of(gpu.mfu_training), f"{gpu.name} card default")
+        mfu_b, mfu_source = Band.of(gpu.mfu_training), f"{gpu.name} card default"
     if not (0.0 < mfu_b.low and mfu_b.high <= 1.0):
         raise LifecostError(f"must be in (0, 1], got {mfu_b.low:g}–{mfu_b.high:g}", field="mfu")
     peak = gpu.bf16_tflops * 1e12
@@ -383,7 +387,8 @@ def plan_training(
         for ck in ckpt_choices:
             mp = _memory_plan(card, gpu, t, mb, ck)
             _, cs, _ = timing(mb, ck, dataset_tok.mid, mfu_b.mid)
-            options.append(MemoryOption(mb, ck, bool(mp.fits), float(mp.needed_gib), float(mp.available_gib), cs))
+            needed = float(mp.needed_gib) + extra_gib
+            options.append(MemoryOption(mb, ck, needed <= float(mp.available_gib), needed, float(mp.available_gib), cs))
     fitting = [o for o in options if o.fits]
     if fitting:
         fastest = min(o.compute_s for o in fitting)

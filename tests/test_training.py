@@ -117,13 +117,14 @@ def test_a_measured_profile_mfu_replaces_the_card_default(tmp_path, monkeypatch)
         engine=mp.ProfileEngine(name="vllm", version="0.32.0"),
         created_utc="2026-11-22T19:00:00Z",
         command="lifecost calibrate",
-        training=mp.TrainingTerms(mfu=0.2),
+        training=mp.TrainingTerms(mfu=0.2, memory_overhead_gib=3.5),
     )
     mp.save_profile(prof, mp.profile_path("H100-SXM", "vllm", tmp_path))
     measured = plan_training_for("Llama-3.1-8B", "H100-SXM", "lora", **SEED)
     card = plan_training_for("Llama-3.1-8B", "H100-SXM", "lora", use_profile=False, **SEED)
     assert measured.mfu.mid == 0.2 and "measured" in measured.mfu_source
     assert measured.compute_s.mid == pytest.approx(card.compute_s.mid * card.mfu.mid / 0.2)
+    assert measured.needed_gib == pytest.approx(card.needed_gib + 3.5)  # measured overhead on top of the plan
 
 
 def test_multi_node_full_finetune_exposes_allreduce_time():
