@@ -375,8 +375,13 @@ COMPARE_ROWS = (
 )
 
 
-def compare(costs: Sequence[LifetimeCost]) -> pd.DataFrame:
-    """Side by side: one column per scenario, one row per headline figure."""
+def compare(items: Sequence[LifetimeCost | Scenario], **kwargs: Any) -> pd.DataFrame:
+    """Side by side: one column per scenario, one row per headline figure.
+
+    Items are finished `LifetimeCost`s or `Scenario`s; a Scenario is costed here with
+    `lifetime_cost(scenario, **kwargs)` (its capacity simulated unless `capacity=` is given).
+    """
+    costs = [it if isinstance(it, LifetimeCost) else lifetime_cost(it, **kwargs) for it in items]
     columns: dict[str, list[Any]] = {}
     for i, c in enumerate(costs):
         name = c.scenario if c.scenario not in columns else f"{c.scenario} #{i + 1}"

@@ -172,6 +172,9 @@ def test_compare_puts_scenarios_side_by_side():
     assert list(table.columns) == ["h100", "h100-spot"]
     assert table.loc["total_usd", "h100-spot"] < table.loc["total_usd", "h100"]
     assert table.loc["gpu", "h100"] == "H100-SXM"
+    same = compare([_serving_only(name="h100"), _serving_only(name="h100")], capacity=CAP, sheet=SHEET, tokens_per_request=TOK, use_profile=False)
+    assert list(same.columns) == ["h100", "h100 #2"]
+    assert same.loc["total_usd", "h100"] == pytest.approx(table.loc["total_usd", "h100"])
 
 
 def test_zero_month_horizon_is_refused_with_a_clear_message(tmp_path):
