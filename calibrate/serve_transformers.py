@@ -67,7 +67,8 @@ class TransformersBackend:
     def __init__(self, model: str, *, device: str | None = None, dtype: torch.dtype = torch.bfloat16,
                  attn_implementation: str = "sdpa", max_requests_per_batch: int = 256,
                  max_batch_tokens: int | None = None, max_memory_percent: float | None = None,
-                 use_cuda_graph: bool | None = None, kv_cache_tok: int | None = None, page_size_tok: int = 256,
+                 use_cuda_graph: bool | None = None, engine_options: dict[str, Any] | None = None,
+                 kv_cache_tok: int | None = None, page_size_tok: int = 256,
                  seed: int = 0):
         import transformers
         from transformers import GenerationConfig
@@ -97,9 +98,12 @@ class TransformersBackend:
         wanted = {"num_blocks": num_blocks, "page_size": page_size_tok if num_blocks else None,
                   "allow_block_sharing": False, "max_requests_per_batch": max_requests_per_batch,
                   "max_batch_tokens": max_batch_tokens, "max_memory_percent": max_memory_percent,
-                  "use_cuda_graph": use_cuda_graph}
+                  "use_cuda_graph": use_cuda_graph, **(engine_options or {})}
+        # `engine_options`: any other ContinuousBatchingConfig field (e.g. use_async_batching).
         fields = {f.name for f in dataclasses.fields(cb_cls)} if dataclasses.is_dataclass(cb_cls) else \
             set(inspect.signature(cb_cls).parameters)
+        if "page_size" not in fields:  # transformers < 5.17 called it block_size
+            wanted["block_size"] = wanted.pop("page_size")
         self.cb_config = cb_cls(**{k: v for k, v in wanted.items() if k in fields and v is not None})
         t = time.perf_counter()
         self.manager = self.model.init_continuous_batching(generation_config=self.generation_config,
