@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from calibrate.runlog import RunLog
-from calibrate.serve_base import ServedRequest, ServeRequest, burst, replay_record, workload_key
+from calibrate.serve_base import (ServedRequest, ServeRequest, burst, pure_decode_step_s, replay_record,
+                                  workload_key)
 from calibrate.tiny_model import prompt_token_ids
 from models.errors import LifecostError
 
@@ -280,7 +281,10 @@ class VllmBackend:
 
     def record_extra(self) -> dict[str, Any]:
         """What a record carries besides the requests: engine settings, threads, startup time,
-        where the timestamps came from, and the per-step shapes and times of the last replay."""
+        the model config, where the timestamps came from, and the last replay's per-step shapes
+        and times."""
+        import json
+
         import torch
 
         engine = {
@@ -292,8 +296,9 @@ class VllmBackend:
                         if k in os.environ}),
                     **(_cpu_env(self.config) if self.device == "cpu" else {})},
         }
-        return {"engine": engine, "timestamps_source": self.last_timestamps_source,
-                "steps": self.last_steps}
+        return {"engine_settings": engine,
+                "model_config": json.loads((self.model_dir / "config.json").read_text(encoding="utf-8")),
+                "timestamps_source": self.last_timestamps_source, "steps": self.last_steps}
 
     # ---- replay ------------------------------------------------------------------------------
     def replay(self, requests: list[ServeRequest]) -> list[ServedRequest]:
@@ -407,25 +412,29 @@ def _vllm_version() -> str:
 
 
 # ---- measurements written to the run log -------------------------------------------------------
-def measure(backend: Any, requests: list[ServeRequest], *, kind: str, workload: dict[str, Any],
-            model: str, gpu: str, runlog: RunLog | None) -> dict[str, Any] | None:
-    """Replay `requests` on `backend` and append one record (`serve_sweep`/`serve_replay`) to `runlog`.
+def measure(backend: Any, requests: list[ServeRequest], *, workload: dict[str, Any], model: str, gpu: str,
+            runlog: RunLog | None) -> dict[str, Any] | None:
+    """Replay `requests` on `backend` and append one `serve_replay` record to `runlog`.
 
     Works for any backend with `replay`, `settings()` and `record_extra()` (vLLM in-process and
-    HTTP). Resumable: a measurement whose key is already in the log is skipped (returns None).
-    The key covers the workload, the model, the backend's settings and the engine version.
+    HTTP). The record has the shape of `serve_base.replay_record` (as the transformers backend
+    writes it), plus the backend's extras (for vLLM: `engine_settings`, `model_config` and the
+    per-step `steps`); a burst (`workload["kind"] == "burst"`) also gets `derived` — the pure
+    decode step time at batch n read from the token gaps.
+    Resumable: a measurement whose key is already in the log is skipped (returns None). The key
+    covers the workload, the model, the backend's settings and the engine version.
     """
-    if kind not in ("serve_sweep", "serve_replay"):
-        raise LifecostError(f"unknown record kind {kind!r}", field="kind", fix="serve_sweep or serve_replay")
     ident = {"workload": workload, "model": model, "settings": backend.settings(),
              "engine_version": backend.engine_version, "backend": backend.name}
-    key = f"{kind}:{backend.name}:{workload_key(ident)}"
-    if runlog is not None and key in runlog.done_keys(kind):
+    key = f"serve/{backend.name}/{model}/{workload.get('kind', 'replay')}/{workload_key(ident)}"
+    if runlog is not None and key in runlog.done_keys("serve_replay"):
         return None
     served = backend.replay(requests)
     rec = replay_record(key=key, backend=backend, model=model, gpu=gpu, workload=workload, served=served,
                         extra=backend.record_extra())
-    rec["kind"] = kind
+    if workload.get("kind") == "burst":
+        rec["derived"] = {"pure_decode_step_s": pure_decode_step_s(served), "decode_batch": workload["n"],
+                          "context_tok_mid": workload["prompt_tok"] + workload["output_tok"] / 2}
     if runlog is not None:
         runlog.append(rec)
     return rec
@@ -436,16 +445,20 @@ def sweep_points(batch_sizes: list[int], prompt_toks: list[int], output_tok: int
     return [(n, p, output_tok) for p in prompt_toks for n in batch_sizes]
 
 
-def run_sweep(backend: VllmBackend, points: list[tuple[int, int, int]], *, model: str, gpu: str,
+def run_sweep(backend: Any, points: list[tuple[int, int, int]], *, model: str, gpu: str,
               runlog: RunLog | None, progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """Each point → one burst replay → one `serve_sweep` record (prefill steps then decode steps)."""
+    """Each point (n, prompt_tok, output_tok) → one burst replay → one record.
+
+    A burst of n identical requests measures a prefill of n·prompt_tok tokens (chunked by the
+    step budget) followed by decode steps at batch n with a context that grows by n per step —
+    the grid of (batch, context) points the step-time fit needs.
+    """
     recs = []
     for k, (n, p, o) in enumerate(points):
         if progress:
-            progress(f"sweep {k + 1}/{len(points)}: batch {n} × prompt {p} tok → {o} tok")
-        wl = {"kind": "burst", "num_requests": n, "prompt_tok": p, "output_tok": o}
-        rec = measure(backend, burst(n, p, o), kind="serve_sweep", workload=wl, model=model, gpu=gpu,
-                      runlog=runlog)
+            progress(f"sweep {k + 1}/{len(points)}: burst of {n} × {p} prompt tok → {o} output tok")
+        wl = {"kind": "burst", "n": n, "prompt_tok": p, "output_tok": o}
+        rec = measure(backend, burst(n, p, o), workload=wl, model=model, gpu=gpu, runlog=runlog)
         if rec is not None:
             recs.append(rec)
     return recs
@@ -456,7 +469,8 @@ def poisson_workload(num_requests: int, rate_qps: float, prompt_tok: tuple[int, 
     """Poisson arrivals at `rate_qps` with uniform prompt/output lengths in the given ranges.
 
     Returns the requests and the workload description stored in the record (enough to rebuild
-    them: the same seed gives the same requests).
+    them: the same seed gives the same requests). For trace-shaped lengths use
+    `serve_base.poisson_requests`.
     """
     import random
 
@@ -469,6 +483,6 @@ def poisson_workload(num_requests: int, rate_qps: float, prompt_tok: tuple[int, 
     for _ in range(num_requests):
         reqs.append(ServeRequest(round(t, 6), rng.randint(*prompt_tok), rng.randint(*output_tok)))
         t += rng.expovariate(rate_qps)
-    wl = {"kind": "poisson", "num_requests": num_requests, "rate_qps": rate_qps,
+    wl = {"kind": "poisson", "n": num_requests, "rate_qps": rate_qps,
           "prompt_tok": list(prompt_tok), "output_tok": list(output_tok), "seed": seed}
     return reqs, wl

@@ -82,7 +82,7 @@ def replayed(server):
     try:
         b = HttpBackend(server, "tiny", api_key_env=KEY_ENV, metrics_interval_s=0.2)
         reqs, wl = poisson_workload(10, 8.0, (16, 200), (4, 20), seed=11)
-        rec = measure(b, reqs, kind="serve_replay", workload=wl, model="tiny", gpu="cpu", runlog=None)
+        rec = measure(b, reqs, workload=wl, model="tiny", gpu="cpu", runlog=None)
     finally:
         del os.environ[KEY_ENV]
     return b, reqs, rec

@@ -42,7 +42,7 @@ def replayed(backend, tmp_path_factory):
     so chunked prefill, batching and queueing (max 8 sequences) all happen."""
     reqs, wl = poisson_workload(16, 12.0, (20, 300), (2, 24), seed=3)
     log = RunLog(tmp_path_factory.mktemp("log") / "runs.jsonl")
-    rec = measure(backend, reqs, kind="serve_replay", workload=wl, model="tiny", gpu="cpu", runlog=log)
+    rec = measure(backend, reqs, workload=wl, model="tiny", gpu="cpu", runlog=log)
     return reqs, wl, rec, log
 
 
@@ -72,9 +72,10 @@ def test_replay_record_is_in_the_run_log_and_a_rerun_is_skipped(backend, replaye
     logged = list(log.records("serve_replay"))
     assert len(logged) == 1 and logged[0]["key"] == rec["key"]
     assert logged[0]["engine_version"] == backend.engine_version
-    assert logged[0]["engine"]["max_num_seqs"] == CONFIG.max_num_seqs
+    assert logged[0]["engine_settings"]["max_num_seqs"] == CONFIG.max_num_seqs
+    assert logged[0]["model_config"]["hidden_size"] == TinyLlamaShape().hidden_size
     assert logged[0]["summary"]["num_requests"] == len(reqs)
-    assert measure(backend, reqs, kind="serve_replay", workload=wl, model="tiny", gpu="cpu",
+    assert measure(backend, reqs, workload=wl, model="tiny", gpu="cpu",
                    runlog=log) is None
     assert len(list(log.records())) == 1
 
@@ -106,16 +107,18 @@ def test_arrivals_are_honoured(backend):
     assert served[0].first_token_s < 0.5
 
 
-def test_burst_sweep_writes_one_sweep_record_per_point(backend, tmp_path):
+def test_burst_sweep_writes_one_record_per_point(backend, tmp_path):
     log = RunLog(tmp_path / "runs.jsonl")
     points = sweep_points([1, 4], [32], output_tok=4)
     recs = run_sweep(backend, points, model="tiny", gpu="cpu", runlog=log)
-    assert [r["kind"] for r in recs] == ["serve_sweep", "serve_sweep"]
-    assert len(list(log.records("serve_sweep"))) == 2
+    assert [r["workload"] for r in recs] == [{"kind": "burst", "n": n, "prompt_tok": 32, "output_tok": 4}
+                                             for n in (1, 4)]
+    assert len(list(log.records("serve_replay"))) == 2
     four = recs[1]
     # a burst of 4 × 32 tokens fits one step: one prefill step, then 3 decode steps of batch 4
     assert four["steps"][0]["num_prefill_tok"] == 4 * 32 and four["steps"][0]["num_seqs"] == 4
     assert [s["num_decode_tok"] for s in four["steps"][1:]] == [4, 4, 4]
+    assert four["derived"]["decode_batch"] == 4 and four["derived"]["pure_decode_step_s"] > 0
     assert run_sweep(backend, points, model="tiny", gpu="cpu", runlog=log) == []  # resumed
 
 
