@@ -16,6 +16,8 @@ kept apart (`OnPremCost.energy_usd`) because it depends on how busy the GPU is:
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,14 +183,24 @@ def _merge(base: dict, user: dict) -> dict:
     return merged
 
 
-def load_prices(path: str | Path | None = None) -> PriceSheet:
-    """The bundled sheet, with the user's sheet at `path` (if given) laid over it."""
+@functools.lru_cache(maxsize=4)
+def _bundled(mtime_ns: int) -> tuple[dict, PriceSheet]:
+    """The bundled sheet, parsed once per file version (pure-Python YAML takes ~0.5 s for it)."""
     data = _read_yaml(PRICES_YAML)
-    if path is not None:
-        user = _read_yaml(Path(path))
-        _validate({**{"as_of": "user", "currency": "USD"}, **user}, str(path))  # report user errors against the user file
-        data = _merge(data, user)
-    return _validate(data, str(path) if path is not None else str(PRICES_YAML))
+    return data, _validate(data, str(PRICES_YAML))
+
+
+def load_prices(path: str | Path | None = None) -> PriceSheet:
+    """The bundled sheet, with the user's sheet at `path` (if given) laid over it.
+
+    The bundled sheet is parsed once per file version and shared: treat the result as read-only.
+    """
+    raw, sheet = _bundled(PRICES_YAML.stat().st_mtime_ns)
+    if path is None:
+        return sheet
+    user = _read_yaml(Path(path))
+    _validate({**{"as_of": "user", "currency": "USD"}, **user}, str(path))  # report user errors against the user file
+    return _validate(_merge(copy.deepcopy(raw), user), str(path))
 
 
 def _available(sheet: PriceSheet, gpu: str | None = None, provider: str | None = None) -> list[str]:
