@@ -29,7 +29,8 @@ for module in (cli_capacity, cli_catalog, cli_plan, cli_ui):
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # With standalone_mode=False click returns a typer.Exit's code instead of raising it.
+        rc = app(standalone_mode=False)
     except LifecostError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -45,3 +46,4 @@ def main() -> None:
             e.show()
             sys.exit(2)
         raise
+    sys.exit(rc if isinstance(rc, int) else 0)
