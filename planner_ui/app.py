@@ -29,8 +29,10 @@ VIEWS = {
 st.set_page_config(page_title="lifecost planner", page_icon="💰", layout="wide", initial_sidebar_state="expanded")
 st.markdown(
     """<style>
-    [data-testid="stMetric"] {background: #f6f8fb; border: 1px solid #e3e8ef; border-radius: 8px; padding: 10px 14px;}
-    [data-testid="stMetricLabel"] p {font-size: 0.85rem; color: #4a5568;}
+    [data-testid="stMetric"] {background: #f8fafc;}
+    [data-testid="stMetricLabel"] p {font-size: 0.82rem; color: #475569; font-weight: 600; text-transform: uppercase; letter-spacing: .03em;}
+    [data-testid="stMetricValue"] {font-size: 1.65rem;}
+    [data-testid="stMetricDelta"] {font-size: 0.8rem;}
     .block-container {padding-top: 2.2rem;}
     </style>""",
     unsafe_allow_html=True,
@@ -41,6 +43,7 @@ st.session_state["scenario"] = built.scenario  # the validated scenario of this 
 
 head, pick = st.columns([1, 2], vertical_alignment="center")
 head.markdown("## lifecost planner")
-view = pick.segmented_control("View", list(VIEWS), default="Overview", key="view", label_visibility="collapsed",
+head.caption("Whole-life cost and capacity of fine-tuning and serving an LLM")
+view = pick.segmented_control("View", list(VIEWS), default="Overview", key="view", label_visibility="collapsed", required=True,
                               format_func=lambda v: f"{VIEWS[v][0]} {v}")
 VIEWS[view or "Overview"][1](built)

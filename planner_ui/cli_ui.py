@@ -38,6 +38,8 @@ def streamlit_argv(port: int, host: str) -> list[str]:
         "--server.maxUploadSize", "20",  # MB; traces can be large, configs and scenarios are tiny
         "--browser.gatherUsageStats", "false",
         "--theme.base", "light",
+        "--theme.primaryColor", "#2563eb",
+        "--client.toolbarMode", "minimal",
     ]
 
 

@@ -25,7 +25,7 @@ from planner_ui import ui_uploads
 from simulator.scenario import Scenario, parse_scenario, scenario_to_yaml
 
 KEY = "sc."  # prefix of every widget key that mirrors a Scenario field
-SECTIONS = ("model", "gpu", "engine", "workload", "slo", "prices", "horizon", "training")
+SECTIONS = ("model", "gpu", "engine", "workload", "slo", "speculative", "offload", "prices", "horizon", "training")
 WEIGHT_QUANTS = ("bf16", "fp16", "fp8", "int8", "int4-awq", "int4-gptq", "int4-gguf")
 KV_DTYPES = ("bf16", "fp16", "fp8")
 
@@ -89,7 +89,6 @@ def _model_section(base: Scenario) -> None:
     current = base.model.name
     if current not in choices:
         choices.append(current)
-    ui_uploads.config_uploader()  # may select the uploaded card by setting the model widget
     key = _seed("model.name", base)
     if st.session_state[key] not in choices:
         choices.append(st.session_state[key])
@@ -98,6 +97,7 @@ def _model_section(base: Scenario) -> None:
     c1, c2 = st.columns(2)
     c1.selectbox("Weights", WEIGHT_QUANTS, key=_seed("model.quant", base))
     c2.selectbox("KV cache", KV_DTYPES, key=_seed("model.kv_dtype", base))
+    ui_uploads.config_uploader()  # selects the uploaded card (callback) when it is a model
 
 
 def _gpu_section(base: Scenario) -> None:
@@ -154,7 +154,6 @@ def _length_widgets(label: str, path: str, base: Scenario) -> None:
 
 
 def _workload_section(base: Scenario) -> None:
-    ui_uploads.trace_uploader(base)  # may switch the arrival kind to `trace`
     c1, c2 = st.columns(2)
     c1.selectbox("Arrivals", ("poisson", "gamma", "diurnal", "trace"), key=_seed("workload.arrival.kind", base))
     c2.number_input("Rate (req/s)", min_value=0.01, max_value=100_000.0, step=1.0, format="%.2f",
@@ -176,6 +175,18 @@ def _workload_section(base: Scenario) -> None:
     if kind != "trace":
         _length_widgets(f"Prompt ({classes[0].name})", "workload.classes.0.prompt_tok", base)
         _length_widgets(f"Output ({classes[0].name})", "workload.classes.0.output_tok", base)
+    st.slider(f"Reasoning on ({classes[0].name})", min_value=0.0, max_value=1.0, step=0.05,
+              key=_seed("workload.classes.0.reasoning.on_frac", base),
+              help="Share of requests that think first (extra thinking tokens before the answer)")
+    if _widget_value("workload.classes.0.reasoning.on_frac"):
+        think = base.workload.classes[0].reasoning.thinking_tok
+        c1, c2 = st.columns(2)
+        if think.kind == "lognormal":
+            c1.number_input("Thinking mean (tok)", min_value=1.0, step=250.0,
+                            key=_seed("workload.classes.0.reasoning.thinking_tok.mean", base))
+        c2.number_input("Thinking budget (tok)", min_value=0, step=500,
+                        key=_seed("workload.classes.0.reasoning.thinking_budget_tok", base, 0), help="0 = no cap (budget forcing off)")
+    ui_uploads.trace_uploader()  # switches arrivals to the trace (callback) when it reads cleanly
 
 
 def _slo_section(base: Scenario) -> None:
@@ -187,6 +198,29 @@ def _slo_section(base: Scenario) -> None:
     c1.number_input("p99 E2E (s)", min_value=0.0, step=1.0, format="%.1f", key=_seed("slo.e2e_p99_s", base, 0.0),
                     help="0 = no end-to-end objective")
     c2.number_input("Attainment", min_value=0.50, max_value=1.0, step=0.005, format="%.3f", key=_seed("slo.attainment", base))
+
+
+def _speculative_section(base: Scenario) -> None:
+    st.selectbox("Method", ("none", "draft", "eagle", "ngram"), key=_seed("speculative.method", base))
+    if _widget_value("speculative.method") != "none":
+        c1, c2 = st.columns(2)
+        c1.number_input("Draft tokens k", min_value=1, max_value=64, step=1, key=_seed("speculative.num_draft_tok", base))
+        c2.number_input("Acceptance α", min_value=0.0, max_value=0.99, step=0.05, format="%.2f",
+                        key=_seed("speculative.acceptance_rate", base))
+        if _widget_value("speculative.method") == "draft":
+            from models.catalog import list_models
+
+            options = [""] + list(list_models())
+            key = _seed("speculative.draft_model", base, "")
+            if st.session_state[key] not in options:
+                options.append(st.session_state[key])
+            st.selectbox("Draft model", options, key=key)
+
+
+def _offload_section(base: Scenario) -> None:
+    st.toggle("Offload KV to host / NVMe tiers", key=_seed("offload.enabled", base))
+    tiers = base.offload.tiers
+    st.caption("tiers: " + " → ".join(f"{t.name} {t.capacity_gib:,.0f} GiB" for t in tiers) + " (edit in YAML)")
 
 
 def _prices_section(base: Scenario) -> None:
@@ -224,13 +258,16 @@ _SECTION_UI = {
     "engine": ("Engine", _engine_section),
     "workload": ("Workload", _workload_section),
     "slo": ("SLOs", _slo_section),
+    "speculative": ("Speculative decoding", _speculative_section),
+    "offload": ("KV offload", _offload_section),
     "prices": ("Pricing", _prices_section),
     "horizon": ("Horizon & traffic", _horizon_section),
     "training": ("Fine-tuning", _training_section),
 }
 _OPEN = {"model", "gpu", "workload", "slo"}
 # Widget value 0 means "not set" for these optional fields.
-_ZERO_IS_NONE = {"slo.ttft_p99_s", "slo.tpot_p99_s", "slo.e2e_p99_s", "prices.usd_per_gpu_hour", "training.retrain_every_months"}
+_ZERO_IS_NONE = {"slo.ttft_p99_s", "slo.tpot_p99_s", "slo.e2e_p99_s", "prices.usd_per_gpu_hour", "training.retrain_every_months",
+                 "workload.classes.0.reasoning.thinking_budget_tok", "speculative.draft_model"}
 
 
 def scenario_from_widgets(base: Scenario) -> Scenario:
@@ -271,9 +308,10 @@ def render_sidebar() -> Built:
     sb = st.sidebar
     with sb:
         st.markdown("### Scenario")
-        load_slot = st.container()
+        load_slot = st.expander("Load / save YAML", expanded=bool(st.session_state.get("err.scenario")))
         with load_slot:
             ui_uploads.scenario_uploader()
+            save_slot = st.container()
         base = base_scenario()
         slots: dict[str, Any] = {}
         for name in SECTIONS:
@@ -293,7 +331,7 @@ def render_sidebar() -> Built:
             slots.get(section_of(loc) or "model", load_slot).error(msg)
             scenario = None
         if scenario is not None:
-            st.download_button("Save scenario YAML", scenario_to_yaml(scenario), file_name=f"{scenario.name}.yaml",
-                               mime="application/x-yaml", width="stretch", key="dl_scenario_sidebar")
-            st.caption(f"digest `{scenario.digest()}`")
+            save_slot.download_button("Save scenario YAML", scenario_to_yaml(scenario), file_name=f"{scenario.name}.yaml",
+                                      mime="application/x-yaml", width="stretch", key="dl_scenario_sidebar")
+            save_slot.caption(f"digest `{scenario.digest()}`")
     return Built(scenario=scenario, slots=slots)

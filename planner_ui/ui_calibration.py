@@ -9,6 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from planner_ui import ui_calls, ui_charts
+from planner_ui import ui_charts as ch
 from planner_ui.ui_builder import Built
 
 
@@ -34,10 +35,9 @@ def render(built: Built) -> None:
         cols = st.columns(len(rows))
         for col, (label, measured, sheet, unit, fmt) in zip(cols, rows):
             if measured is None:
-                col.metric(label, f"{sheet:{fmt}} {unit}", "datasheet (not measured)", delta_color="off")
+                ch.card(col, label, f"{sheet:{fmt}} {unit}", "datasheet (not measured)")
             else:
-                col.metric(label, f"{measured:{fmt}} {unit}", f"{measured / sheet - 1:+.0%} vs datasheet {sheet:{fmt}}",
-                           delta_color="off")
+                ch.card(col, label, f"{measured:{fmt}} {unit}", f"{measured / sheet - 1:+.0%} vs datasheet {sheet:{fmt}}")
         if profile is not None:
             st.subheader("Fit quality")
             fit_rows = ui_charts.fit_rows(profile)

@@ -13,7 +13,6 @@ impossible SLO shows up under the SLO inputs); any other exception shows a short
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -48,15 +47,15 @@ def call(fn: Callable[..., T], *args: Any, built: Built | None = None, status: s
     """Run a library call; on failure show the error (see module doc) and return None.
 
     With `status`, the call runs inside an `st.status` box that appears before the work starts
-    (so an edit never leaves the page silent) and reports the wall time when done.
+    (so an edit never leaves the page silent) and disappears when the results are drawn.
     """
     try:
         if status is None:
             return fn(*args, **kwargs)
-        t0 = time.perf_counter()
-        with st.status(status, expanded=False) as box:
+        slot = st.empty()
+        with slot.status(status, expanded=False):
             value = fn(*args, **kwargs)
-            box.update(label=f"{status.rstrip('…. ')} — done in {time.perf_counter() - t0:.1f} s", state="complete")
+        slot.empty()  # done: the results replace the progress box
         return value
     except Exception as e:  # noqa: BLE001 — every failure becomes one line, never a traceback
         report(e, built)

@@ -53,13 +53,13 @@ def render(built: Built) -> None:
                                 f"{', '.join(f'{k}={v}' for k, v in answer.config.items())}: {answer.miss}", "slo", built)
         return
     c = st.columns(6)
-    c[0].metric("Replicas", ch.fmt_int(answer.replicas), f"{answer.gpus_per_replica} GPU(s) each", delta_color="off")
-    c[1].metric("GPUs", ch.fmt_int(answer.total_gpus), s.gpu.name, delta_color="off")
-    c[2].metric("Capacity / replica", ch.fmt_qps(answer.max_qps_per_replica), "within the SLO", delta_color="off")
-    c[3].metric("$ / hour", ch.fmt_usd(answer.usd_per_hour), f"{ch.fmt_usd(answer.usd_per_gpu_hour)} per GPU-hour", delta_color="off")
-    c[4].metric("$ / month", ch.fmt_usd(answer.usd_per_hour * 730.0), "730 h", delta_color="off")
-    c[5].metric("Fleet-verified", "yes" if answer.verified else "no", "N meets, N−1 misses" if answer.verified else "not confirmed",
-                delta_color="normal" if answer.verified else "inverse")
+    ch.card(c[0], "Replicas", ch.fmt_int(answer.replicas), f"{answer.gpus_per_replica} GPU(s) each")
+    ch.card(c[1], "GPUs", ch.fmt_int(answer.total_gpus), s.gpu.name)
+    ch.card(c[2], "Capacity / replica", ch.fmt_qps(answer.max_qps_per_replica), "within the SLO")
+    ch.card(c[3], "$ / hour", ch.fmt_usd(answer.usd_per_hour), f"{ch.fmt_usd(answer.usd_per_gpu_hour)} per GPU-hour")
+    ch.card(c[4], "$ / month", ch.fmt_usd(answer.usd_per_hour * 730.0), "730 h")
+    ch.card(c[5], "Fleet-verified", "yes" if answer.verified else "no", "N meets, N−1 misses" if answer.verified else "not confirmed",
+                ok=answer.verified)
 
     bar.progress(0.4, text="Headroom curve…")
     curve = ui_calls.call(ui_calls.headroom, s.digest(), answer.scenario, answer.replicas, float(peak), built=built)

@@ -20,8 +20,8 @@ def style(fig: go.Figure, *, title: str | None = None, x: str | None = None, y: 
           height: int = HEIGHT) -> go.Figure:
     fig.update_layout(
         template=TEMPLATE, height=height, colorway=PALETTE, title=title,
-        margin=dict(l=10, r=10, t=50 if title else 20, b=10),
-        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1),
+        margin=dict(l=10, r=10, t=60 if title else 30, b=10),
+        legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0),
         font=dict(family="Inter, Segoe UI, Helvetica, Arial, sans-serif", size=13),
     )
     if x:
@@ -77,6 +77,8 @@ def fmt_usd(x: float | None) -> str:
     for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
         if abs(x) >= div:
             return f"${x / div:,.2f}{suffix}"
+    if 0 < abs(x) < 1:
+        return f"${x:.3g}"  # $/1M tokens is often cents: keep three significant digits
     return f"${x:,.2f}"
 
 
@@ -126,7 +128,7 @@ def cost_by_month(costs: list[tuple[str, Any]]) -> go.Figure:
     from plotly.subplots import make_subplots
 
     n = len(costs)
-    fig = make_subplots(rows=1, cols=n, shared_yaxes=True, subplot_titles=[name for name, _ in costs],
+    fig = make_subplots(rows=1, cols=n, shared_yaxes=True, subplot_titles=[name for name, _ in costs] if n > 1 else None,
                         horizontal_spacing=0.03)
     for i, (_, cost) in enumerate(costs, start=1):
         f = cost.frame
@@ -157,7 +159,7 @@ def cumulative_cost(costs: list[tuple[str, Any]]) -> go.Figure:
         if month is not None:
             fig.add_trace(go.Scatter(x=[month], y=[f.loc[month, "cum_serving_usd"]], mode="markers+text",
                                      marker=dict(symbol="diamond", size=13, color=colour, line=dict(color="white", width=1)),
-                                     text=[f"break-even m{month}"], textposition="top left", showlegend=False,
+                                     text=[f"break-even: month {month}"], textposition="top right", showlegend=False,
                                      hovertemplate="break-even: month %{x}<extra>" + name + "</extra>"))
     return style(fig, title="Cumulative cost (— total, - - serving, ··· training)", x="month", y="USD (cumulative)")
 
@@ -209,7 +211,9 @@ def cdf(values_s, *, name: str, bound_s: float | None, unit_ms: bool = True) -> 
         fig.add_vline(x=bound_s * scale, line_dash="dash", line_color=PALETTE[4], annotation_text="p99 SLO")
     fig.add_hline(y=0.99, line_dash="dot", line_color="#94a3b8")
     fig.update_yaxes(tickformat=".0%", range=[0, 1.01])
-    return style(fig, title=f"{name} distribution (CDF)", x=f"{name} ({'ms' if unit_ms else 's'})", y="share of requests", height=320)
+    fig.update_xaxes(type="log")  # latencies span decades (queueing tails): a log axis shows body and tail
+    return style(fig, title=f"{name} distribution (CDF)", x=f"{name} ({'ms' if unit_ms else 's'}, log scale)", y="share of requests",
+                 height=340)
 
 
 def memory_bar(plan) -> go.Figure:
@@ -257,3 +261,11 @@ def gpus_vs_rate(rows: list[dict[str, Any]], peak_qps: float) -> go.Figure:
     fig.add_vline(x=peak_qps, line_dash="dot", line_color="#64748b", annotation_text="chosen peak")
     fig.update_yaxes(rangemode="tozero")
     return style(fig, title="GPUs needed vs peak rate", x="peak request rate (req/s)", y="GPUs", height=340)
+
+
+def card(where: Any, label: str, value: str, note: str | None = None, ok: bool | None = None) -> None:
+    """One metric card: the value, a grey note under it, or a green/red verdict when `ok` is set."""
+    if ok is None:
+        where.metric(label, value, note, delta_color="off", delta_arrow="off", border=True)
+    else:
+        where.metric(label, value, note, delta_color="normal" if ok else "inverse", delta_arrow="up" if ok else "down", border=True)

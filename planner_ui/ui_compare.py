@@ -116,11 +116,12 @@ def render(built: Built) -> None:
         t = cost.totals
         with col.container(border=True):
             st.markdown(f"**{name}**")
-            st.metric("Lifetime cost", ch.fmt_usd(t["total_usd"]))
-            st.metric("$ / 1M tokens", ch.fmt_usd(t["usd_per_1m_tok"]))
-            st.metric("GPUs at peak", ch.fmt_int(t["gpus_peak"]), t["gpu"], delta_color="off")
+            a, b = st.columns(2)
+            ch.card(a, "Lifetime cost", ch.fmt_usd(t["total_usd"]), f"{t['months']} months")
+            ch.card(b, "$ / 1M tokens", ch.fmt_usd(t["usd_per_1m_tok"]), "all-in")
+            ch.card(a, "GPUs at peak", ch.fmt_int(t["gpus_peak"]), t["gpu"])
             be = t["break_even_month"]
-            st.metric("Break-even", "—" if be is None else f"month {be}")
+            ch.card(b, "Break-even", "—" if be is None else f"month {be}", "serving ≥ training")
 
     st.plotly_chart(ch.cost_by_month(costs), width="stretch", key="cmp_stack")
     left, right = st.columns([3, 2])

@@ -22,12 +22,12 @@ def render(built: Built) -> None:
         return
     summary, meta = result.summary(), result.meta
     c = st.columns(6)
-    c[0].metric("Requests", ch.fmt_int(summary["finished"]), f"over {ch.fmt_s(summary['makespan_s'])}", delta_color="off")
-    c[1].metric("Engine steps", ch.fmt_int(summary["num_steps"]), f"{len(result.steps):,} batched runs", delta_color="off")
-    c[2].metric("KV cache mean", ch.fmt_pct(summary["kv_mean_frac"]), f"peak {ch.fmt_pct(summary['kv_peak_frac'])}", delta_color="off")
-    c[3].metric("Preemptions", ch.fmt_int(summary["preemptions"]), f"prefix hits {ch.fmt_pct(summary['prefix_hit_frac'])}", delta_color="off")
-    c[4].metric("GPU busy", ch.fmt_pct(summary["busy_frac"]), f"predictor: {summary['predictor']}", delta_color="off")
-    c[5].metric("Simulated in", ch.fmt_s(summary["sim_wall_s"]), f"{meta.get('kv_capacity_blocks', 0):,} KV blocks", delta_color="off")
+    ch.card(c[0], "Requests", ch.fmt_int(summary["finished"]), f"over {ch.fmt_s(summary['makespan_s'])}")
+    ch.card(c[1], "Engine steps", ch.fmt_int(summary["num_steps"]), f"{len(result.steps):,} batched runs")
+    ch.card(c[2], "KV cache mean", ch.fmt_pct(summary["kv_mean_frac"]), f"peak {ch.fmt_pct(summary['kv_peak_frac'])}")
+    ch.card(c[3], "Preemptions", ch.fmt_int(summary["preemptions"]), f"prefix hits {ch.fmt_pct(summary['prefix_hit_frac'])}")
+    ch.card(c[4], "GPU busy", ch.fmt_pct(summary["busy_frac"]), f"predictor: {summary['predictor']}")
+    ch.card(c[5], "Simulated in", ch.fmt_s(summary["sim_wall_s"]), f"{meta.get('kv_capacity_blocks', 0):,} KV blocks")
 
     if len(result.steps):
         st.plotly_chart(ch.kv_and_batch(result.steps, meta["kv_capacity_blocks"] * meta.get("num_replicas", 1)),

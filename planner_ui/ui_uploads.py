@@ -75,15 +75,6 @@ def model_label(name: str) -> str:
     return name
 
 
-def _new_upload(key: str, file) -> bool:
-    """True the first run a given uploaded file is seen (Streamlit re-sends it on every rerun)."""
-    seen = st.session_state.get(f"seen.{key}")
-    if seen == file.file_id:
-        return False
-    st.session_state[f"seen.{key}"] = file.file_id
-    return True
-
-
 def _too_big(file, limit: int, field: str) -> LifecostError | None:
     if file.size > limit:
         return LifecostError(f"{file.name} is {file.size:,} bytes; at most {limit:,} are accepted", field=field,
@@ -125,70 +116,86 @@ def parse_trace_upload(content: bytes, filename: str, rate_qps: float | None = N
     return str(path)
 
 
-def scenario_uploader() -> None:
-    """'Load scenario YAML': parse with `parse_scenario` (safe_load + pydantic) and reseed the widgets."""
+# The uploaders act in `on_change` callbacks: Streamlit runs those before the script reruns, so
+# a successful upload can set the builder's widgets (select the uploaded model, switch arrivals to
+# the trace, reseed every field from a YAML file) wherever the uploader sits on the page.
+
+
+def _on_scenario() -> None:
     from planner_ui.ui_builder import reseed
 
-    file = st.file_uploader("Load scenario YAML", type=["yaml", "yml"], key="up.scenario")
+    file = st.session_state.get("up.scenario")
+    st.session_state["err.scenario"] = None
     if file is None:
         return
-    if _new_upload("scenario", file):
+    try:
+        if err := _too_big(file, MAX_SCENARIO_BYTES, "scenario"):
+            raise err
         try:
-            if err := _too_big(file, MAX_SCENARIO_BYTES, "scenario"):
-                raise err
-            try:
-                text = file.getvalue().decode("utf-8")
-            except UnicodeDecodeError:
-                raise LifecostError(f"{file.name} is not UTF-8 text", field="scenario", fix="upload a YAML file") from None
-            reseed(parse_scenario(text, source=file.name))
-            st.session_state["err.scenario"] = None
-        except Exception as e:  # LifecostError, or a reader bug: one line, never a traceback
-            st.session_state["err.scenario"] = short_error(e)
-    if st.session_state.get("err.scenario"):
-        st.error(st.session_state["err.scenario"])
+            text = file.getvalue().decode("utf-8")
+        except UnicodeDecodeError:
+            raise LifecostError(f"{file.name} is not UTF-8 text", field="scenario", fix="upload a YAML file") from None
+        reseed(parse_scenario(text, source=file.name))
+    except Exception as e:  # LifecostError, or a reader bug: one line, never a traceback
+        st.session_state["err.scenario"] = short_error(e)
+
+
+def _on_config() -> None:
+    from planner_ui.ui_builder import KEY
+
+    file = st.session_state.get("up.config")
+    st.session_state["err.config"] = None
+    if file is None:
+        return
+    try:
+        if err := _too_big(file, MAX_CONFIG_BYTES, "model config"):
+            raise err
+        path = parse_config_upload(file.getvalue(), file.name)
+        uploaded = st.session_state.setdefault("uploaded_models", [])
+        if path not in uploaded:
+            uploaded.append(path)
+        st.session_state[KEY + "model.name"] = path
+    except Exception as e:  # LifecostError, or a reader bug: one line, never a traceback
+        st.session_state["err.config"] = short_error(e)
+
+
+def _on_trace() -> None:
+    from planner_ui.ui_builder import KEY, base_scenario
+
+    file = st.session_state.get("up.trace")
+    st.session_state["err.trace"] = None
+    if file is None:
+        return
+    try:
+        if err := _too_big(file, MAX_TRACE_BYTES, "workload.arrival.trace_path"):
+            raise err
+        rate = st.session_state.get(KEY + "workload.arrival.rate_qps") or base_scenario().workload.arrival.rate_qps
+        path = parse_trace_upload(file.getvalue(), file.name, rate)
+        st.session_state[KEY + "workload.arrival.kind"] = "trace"
+        st.session_state[KEY + "workload.arrival.trace_path"] = path
+    except Exception as e:  # LifecostError, or a reader bug: one line, never a traceback
+        st.session_state["err.trace"] = short_error(e)
+
+
+def _show_error(key: str) -> None:
+    if st.session_state.get(key):
+        st.error(st.session_state[key])
+
+
+def scenario_uploader() -> None:
+    """'Load scenario YAML': parsed with `parse_scenario` (safe_load + pydantic); reseeds the widgets."""
+    st.file_uploader("Load scenario YAML", type=["yaml", "yml"], key="up.scenario", on_change=_on_scenario)
+    _show_error("err.scenario")
 
 
 def config_uploader() -> None:
     """'…or upload a config.json': validated with the catalog's path loader; selects it on success."""
-    from planner_ui.ui_builder import KEY
-
-    file = st.file_uploader("…or upload a HF config.json", type=["json"], key="up.config")
-    if file is None:
-        return
-    if _new_upload("config", file):
-        try:
-            if err := _too_big(file, MAX_CONFIG_BYTES, "model config"):
-                raise err
-            path = parse_config_upload(file.getvalue(), file.name)
-            uploaded = st.session_state.setdefault("uploaded_models", [])
-            if path not in uploaded:
-                uploaded.append(path)
-            st.session_state[KEY + "model.name"] = path
-            st.session_state["err.config"] = None
-        except Exception as e:  # LifecostError, or a reader bug: one line, never a traceback
-            st.session_state["err.config"] = short_error(e)
-    if st.session_state.get("err.config"):
-        st.error(st.session_state["err.config"])
+    st.file_uploader("…or upload a HF config.json", type=["json"], key="up.config", on_change=_on_config)
+    _show_error("err.config")
 
 
-def trace_uploader(base) -> None:
+def trace_uploader() -> None:
     """'Replay a trace': validated with `simulator.traces`; switches arrivals to `trace` on success."""
-    from planner_ui.ui_builder import KEY
-
-    file = st.file_uploader("Replay a trace (CSV/JSONL)", type=["csv", "jsonl"], key="up.trace",
-                            help="columns arrival_time_s, prompt_tokens, output_tokens (or Splitwise/Vidur names)")
-    if file is None:
-        return
-    if _new_upload("trace", file):
-        try:
-            if err := _too_big(file, MAX_TRACE_BYTES, "workload.arrival.trace_path"):
-                raise err
-            rate = st.session_state.get(KEY + "workload.arrival.rate_qps") or base.workload.arrival.rate_qps
-            path = parse_trace_upload(file.getvalue(), file.name, rate)
-            st.session_state[KEY + "workload.arrival.kind"] = "trace"
-            st.session_state[KEY + "workload.arrival.trace_path"] = path
-            st.session_state["err.trace"] = None
-        except Exception as e:  # LifecostError, or a reader bug: one line, never a traceback
-            st.session_state["err.trace"] = short_error(e)
-    if st.session_state.get("err.trace"):
-        st.error(st.session_state["err.trace"])
+    st.file_uploader("Replay a trace (CSV/JSONL)", type=["csv", "jsonl"], key="up.trace", on_change=_on_trace,
+                     help="columns arrival_time_s, prompt_tokens, output_tokens (or Splitwise/Vidur names)")
+    _show_error("err.trace")
