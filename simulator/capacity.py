@@ -21,7 +21,7 @@ What "meets the SLO" means
 A request *attains* the SLO when every set bound holds for it (TTFT ≤ ttft_p99_s, TPOT ≤
 tpot_p99_s, E2E ≤ e2e_p99_s; a request that never finished misses; a one-token output has no
 TPOT and passes that bound). A run *meets* the SLO when the fraction of measured requests that
-attain is ≥ A, *and* the offered rate per replica is sustainable: at most the replica's
+attain is ≥ A, *and* the offered rate per replica is sustainable: below the replica's
 saturated completion rate (`saturation_qps`) — a finite run above it can look fine only because
 its backlog has not had time to grow. This joint rule implies each metric's A-quantile (p99 for A = 0.99) is within its
 bound, and is stricter than checking the quantiles separately when two bounds bind at once
@@ -262,13 +262,13 @@ def saturation_qps(scenario: Scenario, num_requests: int | None = None) -> float
 
 
 def find_max_rate(scenario: Scenario, *, rtol: float = 0.05, num_requests: int | None = None) -> RateSearch:
-    """Bisection on one replica's offered rate, within [LOW_LOAD_FRACTION × sat, sat].
+    """Bisection on one replica's offered rate, within [LOW_LOAD_FRACTION × sat, sat).
 
-    sat = `saturation_qps`: a finite simulation above it can still look fine (its backlog only
-    has the run's length to build up), so rates above it are never called sustainable. If the
-    SLO holds at sat itself, the throughput ceiling binds before the SLO and sat is the answer.
-    A miss at the low probe means no rate meets the SLO. Bisection stops when the bracket is
-    within `rtol` of its top (≈ 5 probes for 5 %).
+    sat = `saturation_qps`: a finite simulation at or above it can still look fine (its backlog
+    only has the run's length to build up), so those rates are never called sustainable; when
+    the SLO is loose, the answer approaches sat from below (the throughput ceiling binds before
+    the latency bounds). A miss at the low probe means no rate meets the SLO. Bisection stops
+    when the bracket is within `rtol` of its top (≈ 5 probes for 5 %).
     """
     checks: list[SloCheck] = []
 
@@ -285,8 +285,8 @@ def find_max_rate(scenario: Scenario, *, rtol: float = 0.05, num_requests: int |
     low, hi = sat * LOW_LOAD_FRACTION, sat
     if not probe(low).meets:
         return done(0.0)
-    if probe(hi).meets:
-        return done(hi)
+    # `hi` = sat is a miss by definition (utilisation 1 is never stable: the queue's waiting
+    # time grows without bound as utilisation → 1, Kingman 1961), so it is not simulated.
     while (hi - low) > rtol * hi:
         mid = 0.5 * (low + hi)
         if probe(mid).meets:
@@ -361,7 +361,7 @@ class ReplicaAnswer:
     saturation_qps: float = math.inf  # one replica's throughput ceiling (see `saturation_qps`)
 
     def fleet_meets(self, check: SloCheck | None, n: int) -> bool:
-        return check is not None and n > 0 and check.meets and self.peak_qps / n <= self.saturation_qps
+        return check is not None and n > 0 and check.meets and self.peak_qps / n < self.saturation_qps
 
     @property
     def verified(self) -> bool:
@@ -395,7 +395,7 @@ def replicas_needed(
     def meets(n: int) -> bool:
         if n not in checks:
             checks[n] = Probe(scenario, peak_qps / n, num_requests, n_replicas=n)()
-        return checks[n].meets and peak_qps / n <= sat
+        return checks[n].meets and peak_qps / n < sat
 
     # Exponential phase: a failing `lo` and a meeting `hi`.
     n = max(1, int(hint or 1))
@@ -428,7 +428,7 @@ def replicas_needed(
             return False
         if k not in fleet:
             fleet[k] = fleet_check(scenario, peak_qps, k, num_requests=num_requests, executor=executor)
-        return fleet[k].meets and peak_qps / k <= sat
+        return fleet[k].meets and peak_qps / k < sat
 
     for _ in range(max_adjust):
         if not fleet_meets(best):
@@ -705,7 +705,9 @@ def search(
     variants: dict[str, tuple[dict[str, Any], Scenario]] = {}
     for config in space.configs(scenario):
         variant = _variant(scenario, config)
-        key = config_key(config)
+        # The key names the configuration and everything its evaluation depends on, so a
+        # resumed `out_parquet` never serves rows computed for another SLO, peak or workload.
+        key = f"{config_key(config)} @{variant.digest()[:10]} peak={peak_qps:g} n={num_requests or variant.workload.num_requests} rtol={rtol:g}"
         fits, why = memory_verdict(variant)
         # A fixed $/GPU-hour override prices the scenario's own GPU, not the others searched.
         price = usd_per_gpu_hour(variant, use_override=variant.gpu.name == scenario.gpu.name) if fits else math.nan
