@@ -11,7 +11,7 @@ Why runs: between two scheduling events — an arrival that could be admitted, a
 prefill chunk boundary, KV blocks running out — the batch is fixed and each step's time is a
 closed-form function of the step index. The loop advances the whole run in ONE timeout
 (`predictor.run_time_s`), cut at the step during which the next admissible arrival lands
-(`predictor.steps_within_s`). Cost per request is then O(1) events, whatever its output length.
+(`predictor.run_until_s`). Cost per request is then O(1) events, whatever its output length.
 
 Arrivals come from the sorted arrays directly (`SortedFeed`): no SimPy event per arrival. A
 multi-replica router can give each `Replica` its own feed (anything with `next_arrival_s`,
@@ -39,11 +39,9 @@ ProgressFn = Callable[[int, int], None]  # (requests finished, total)
 
 
 class ArrivalFeed(Protocol):
-    def next_arrival_s(self) -> float:
-        """Arrival time of the next request not yet handed over (inf when none is known)."""
-
-    def pop_until(self, now_s: float) -> range | list[int]:
-        """Request ids arriving at or before `now_s`, in arrival order."""
+    def take(self, now_s: float, add: Callable[[int], None]) -> float:
+        """Hand every request arriving at or before `now_s` to `add` (in arrival order);
+        return the next arrival time (inf when none is known)."""
 
     def wait(self, env: simpy.Environment) -> simpy.Event:
         """An event that fires when the next request may have arrived (the replica is idle)."""
@@ -61,23 +59,25 @@ class SortedFeed:
     def next_arrival_s(self) -> float:
         return self._v[self._i] if self._i < self._n else math.inf
 
-    def pop_until(self, now_s: float) -> range:
+    def take(self, now_s: float, add: Callable[[int], None]) -> float:
         i, v, n = self._i, self._v, self._n
-        j = i
-        while j < n and v[j] <= now_s:
-            j += 1
-        self._i = j
-        return range(i, j)
-
-    def exhausted(self) -> bool:
-        return self._i >= self._n
+        while i < n and v[i] <= now_s:
+            add(i)
+            i += 1
+        self._i = i
+        return v[i] if i < n else math.inf
 
     def wait(self, env: simpy.Environment) -> simpy.Event:
         return env.timeout(max(self.next_arrival_s() - env.now, 0.0))
 
 
+STEP_COLUMNS = ("start_s", "num_steps", "duration_s", "batch_size", "prefill_tok", "decode_tok", "kv_blocks_used", "replica")
+_STEP_INT = {"num_steps", "batch_size", "prefill_tok", "decode_tok", "kv_blocks_used"}
+
+
 class Recorder:
-    """Per-request timestamps (arrays by request id) and the step-run log (compact arrays)."""
+    """Per-request timestamps (arrays by request id) and the step-run log (one flat float array:
+    a single `extend` per run is the cheapest way to log from the hot loop; 8 bytes a field)."""
 
     def __init__(self, num_requests: int):
         n = num_requests
@@ -86,36 +86,25 @@ class Recorder:
         self.finish_s = np.full(n, np.nan)
         self.sched_v, self.first_v, self.finish_v = self.sched_s.data, self.first_s.data, self.finish_s.data
         self.finished = 0
-        self.step_start = array("d")
-        self.step_n = array("q")
-        self.step_dur = array("d")
-        self.step_batch = array("q")
-        self.step_prefill = array("q")
-        self.step_decode = array("q")
-        self.step_kv = array("q")
-        self.step_replica = array("h")
+        self.steps = array("d")
 
     def steps_frame(self):
         import pandas as pd
 
-        return pd.DataFrame(
-            {
-                "replica": np.frombuffer(self.step_replica, np.int16) if len(self.step_replica) else np.zeros(0, np.int16),
-                "start_s": np.frombuffer(self.step_start, np.float64) if len(self.step_start) else np.zeros(0),
-                "num_steps": np.frombuffer(self.step_n, np.int64) if len(self.step_n) else np.zeros(0, np.int64),
-                "duration_s": np.frombuffer(self.step_dur, np.float64) if len(self.step_dur) else np.zeros(0),
-                "batch_size": np.frombuffer(self.step_batch, np.int64) if len(self.step_batch) else np.zeros(0, np.int64),
-                "prefill_tok": np.frombuffer(self.step_prefill, np.int64) if len(self.step_prefill) else np.zeros(0, np.int64),
-                "decode_tok": np.frombuffer(self.step_decode, np.int64) if len(self.step_decode) else np.zeros(0, np.int64),
-                "kv_blocks_used": np.frombuffer(self.step_kv, np.int64) if len(self.step_kv) else np.zeros(0, np.int64),
-            }
-        ).copy()
+        flat = np.frombuffer(self.steps, np.float64) if len(self.steps) else np.zeros(0)
+        table = flat.reshape(-1, len(STEP_COLUMNS))
+        cols = {}
+        for i, name in enumerate(STEP_COLUMNS):
+            col = table[:, i]
+            cols[name] = col.astype(np.int64) if name in _STEP_INT else (col.astype(np.int16) if name == "replica" else col.copy())
+        return pd.DataFrame(cols)
 
 
 class Replica:
     """One engine instance: a SimPy process that runs its scheduler against a predictor."""
 
-    def __init__(self, env: simpy.Environment, scheduler: Scheduler, predictor: StepTimePredictor, recorder: Recorder, replica_id: int = 0):
+    def __init__(self, env: simpy.Environment, scheduler: Scheduler, predictor: StepTimePredictor, recorder: Recorder, replica_id: int = 0, *, fast_forward: bool = True):
+        self.fast_forward = fast_forward  # False: one event per step (the reference the runs are tested against)
         self.env = env
         self.scheduler = scheduler
         self.predictor = predictor
@@ -127,32 +116,29 @@ class Replica:
         env, sched, pred, rec = self.env, self.scheduler, self.predictor, self.recorder
         kv = sched.kv
         sched_v, first_v, finish_v = rec.sched_v, rec.first_v, rec.finish_v
-        r_start, r_n, r_dur, r_batch = rec.step_start.append, rec.step_n.append, rec.step_dur.append, rec.step_batch.append
-        r_pre, r_dec, r_kv, r_rep = rec.step_prefill.append, rec.step_decode.append, rec.step_kv.append, rec.step_replica.append
-        rid_tag = self.replica_id
-        add, next_arrival, pop_until = sched.add_request, feed.next_arrival_s, feed.pop_until
+        log = rec.steps.extend
+        tag = float(self.replica_id)
+        add, take, running = sched.add_request, feed.take, sched.running
+        run_limit, run_features, run_until = sched.decode_run_limit, sched.run_features, pred.run_until_s
+        inf, fast = math.inf, self.fast_forward
         next_report = progress_every
         while True:
             now = env.now
-            for rid in pop_until(now):
-                add(rid)
-            if sched.idle():
-                if next_arrival() == math.inf:
+            t_next = take(now, add)
+            if not running and not sched.num_waiting:
+                if t_next == inf:
                     return
                 yield feed.wait(env)
                 continue
-            k = sched.decode_run_limit()
+            k = run_limit() if fast else 0
             if k:
-                f = sched.run_features()
-                t_next = next_arrival()
-                if t_next != math.inf and sched.admits_new_arrivals():
-                    k = min(k, pred.steps_within_s(f, t_next - now))
-                dt = pred.run_time_s(f, k) if k > 1 else pred.step_time_s(f)
+                # a run of k identical decode steps, cut at the step during which an admissible request arrives
+                f = run_features()
+                k, dt = run_until(f, k, t_next - now if t_next != inf and sched.admits_new_arrivals() else inf)
                 sched.reserve_decode_run(k)
-                r_kv_now = kv.used_blocks  # peak of the run: blocks only grow until it ends
+                log((now, k, dt, f.num_seqs, 0, f.decode_tok, kv.used_blocks, tag))  # blocks peak at the run's end
                 yield env.timeout(dt)
                 finished = sched.advance_decode_run(k)
-                r_start(now), r_n(k), r_dur(dt), r_batch(f.num_seqs), r_pre(0), r_dec(f.decode_tok), r_kv(r_kv_now), r_rep(rid_tag)
                 first = ()
             else:
                 plan = sched.schedule()
@@ -163,20 +149,20 @@ class Replica:
                     if sched_v[rid] != sched_v[rid]:  # NaN: first time scheduled
                         sched_v[rid] = now
                 dt = pred.step_time_s(f)
-                r_kv_now = kv.used_blocks  # blocks held during the step (after this step's allocation)
+                log((now, 1, dt, f.num_seqs, f.prefill_tok, f.decode_tok, kv.used_blocks, tag))
                 yield env.timeout(dt)
                 first, finished = sched.update(plan)
-                r_start(now), r_n(1), r_dur(dt), r_batch(f.num_seqs), r_pre(f.prefill_tok), r_dec(f.decode_tok), r_kv(r_kv_now), r_rep(rid_tag)
-            t = env.now
-            for rid in first:
-                first_v[rid] = t
-            if finished:
-                for rid in finished:
-                    finish_v[rid] = t
-                rec.finished += len(finished)
-                if progress is not None and rec.finished >= next_report:
-                    progress(rec.finished, total)
-                    next_report = rec.finished + progress_every
+            if first or finished:
+                t = env.now
+                for rid in first:
+                    first_v[rid] = t
+                if finished:
+                    for rid in finished:
+                        finish_v[rid] = t
+                    rec.finished += len(finished)
+                    if progress is not None and rec.finished >= next_report:
+                        progress(rec.finished, total)
+                        next_report = rec.finished + progress_every
 
 
 def _validate_requests(requests, max_model_len_tok: int) -> np.ndarray:
@@ -237,11 +223,13 @@ def simulate(
     progress: ProgressFn | None = None,
     predictor: StepTimePredictor | None = None,
     kv_blocks: int | None = None,
+    fast_forward: bool = True,
 ) -> Result:
     """Simulate one replica serving a Scenario's workload (or the given `Requests`).
 
     `num_requests` / `rate_qps` / `seed` override the Scenario's workload. `predictor` and
-    `kv_blocks` override what the Scenario implies (tests and calibration replay use them).
+    `kv_blocks` override what the Scenario implies (tests and calibration replay use them);
+    `fast_forward=False` simulates every step as its own event (slow; the reference for tests).
     Same inputs ⇒ identical `Result` (besides `sim_wall_s`).
     """
     from models.catalog import load_model
@@ -278,7 +266,7 @@ def simulate(
     state = RequestState(n)
     sched = Scheduler(requests, output_tok, e, kv, state)
     rec = Recorder(n)
-    replica = Replica(env, sched, predictor, rec)
+    replica = Replica(env, sched, predictor, rec, fast_forward=fast_forward)
     env.process(replica.process(SortedFeed(requests.arrival_s), n, progress))
     env.run()
     if progress is not None:
@@ -286,6 +274,7 @@ def simulate(
     if rec.finished != n:
         raise RuntimeError(f"simulation ended with {n - rec.finished} of {n} requests unfinished (a bug)")
     frame = build_requests_frame(requests, output_tok, rec.sched_s, rec.first_s, rec.finish_s, state.preemptions, state.prefix_hit_tok, scenario.slo)
+    frame["generated_tok"] = state.gen  # tokens the scheduler sampled for each request (must equal output_tok)
     meta = {
         "scenario": scenario.name,
         "predictor": predictor.name,
@@ -294,6 +283,8 @@ def simulate(
         "num_replicas": 1,
         "gpus_per_replica": scenario.gpu.tensor_parallel,
         "kv_evicted_blocks": kv.evicted_blocks,
+        "kv_blocks_in_use_at_end": kv.used_blocks,  # 0 when every request freed its blocks
+        "kv_prefix_hit_blocks": kv.hit_blocks,
         "sim_wall_s": time.perf_counter() - t0,
     }
     return Result(frame, rec.steps_frame(), meta)

@@ -54,10 +54,8 @@ class KVCacheManager:
         self._prefix_blocks: dict[int, int] = {}
         self._prefix_refs: dict[int, int] = {}
         self._lru: OrderedDict[int, None] = OrderedDict()  # unreferenced prefixes, oldest first
-        # hit accounting
-        self.lookups = 0
-        self.hit_tok = 0
-        self.queried_tok = 0
+        # accounting
+        self.hit_blocks = 0  # prefix blocks reused by admitted requests
         self.evicted_blocks = 0
 
     # -- counts ---------------------------------------------------------------------------
@@ -84,17 +82,13 @@ class KVCacheManager:
     def lookup_prefix(self, prefix_id: int, prefix_tok: int, num_tokens: int) -> int:
         """Blocks of `prefix_id` already cached that a request of `num_tokens` tokens may reuse.
 
-        No side effect besides hit accounting (vLLM: `get_computed_blocks`). Capped at full blocks
+        No side effect (vLLM: `get_computed_blocks`). Capped at full blocks
         of the prefix and below the whole request, so at least one token is computed.
         """
         if not self.enable_prefix_caching or prefix_id < 0 or prefix_tok < self.block_size_tok:
             return 0
-        self.lookups += 1
-        self.queried_tok += prefix_tok
         cached = self._prefix_blocks.get(prefix_id, 0)
-        hit = min(cached, prefix_tok // self.block_size_tok, (num_tokens - 1) // self.block_size_tok)
-        self.hit_tok += hit * self.block_size_tok
-        return hit
+        return min(cached, prefix_tok // self.block_size_tok, (num_tokens - 1) // self.block_size_tok)
 
     def cache_prefix(self, prefix_id: int, prefix_tok: int, shared_blocks: int) -> int:
         """A request has computed its prefix: publish its full prefix blocks for others to reuse.
@@ -169,6 +163,7 @@ class KVCacheManager:
             if need > self.free_blocks + self.evictable_blocks - cached_free:
                 return None
             self._acquire_prefix(prefix_id)
+            self.hit_blocks += hit_blocks
         elif need > self.free_blocks + self.evictable_blocks:
             return None
         if need > self.free_blocks:

@@ -108,35 +108,37 @@ def _series(a: float, b: float, start: int, n: int) -> float:
     return n * a + b * n * (2 * start + n - 1) / 2.0
 
 
-def _segments(lines: tuple[Line, ...]) -> tuple[tuple[Line, int], ...]:
-    """Split j ≥ 0 into (line, first index) pieces where that line is the max (1 or 2 lines)."""
+NEVER = 1 << 62  # a crossover index that is never reached
+Piecewise = tuple[float, float, int, float, float]  # (a1, b1, cross, a2, b2): line 1 for j < cross, then line 2
+
+
+def piecewise_max(lines: tuple[Line, ...]) -> Piecewise:
+    """max of one or two lines over j ≥ 0 as (line that is max at j = 0, crossover, the other)."""
     if len(lines) == 1:
-        return ((lines[0], 0),)
+        a, b = lines[0]
+        return (a, b, NEVER, a, b)
     (a1, b1), (a2, b2) = lines
     if a1 < a2 or (a1 == a2 and b1 < b2):
-        (a1, b1), (a2, b2) = (a2, b2), (a1, b1)
+        a1, b1, a2, b2 = a2, b2, a1, b1
     # line 1 is the max at j = 0; line 2 overtakes only if it grows faster
     if b2 <= b1:
-        return (((a1, b1), 0),)
+        return (a1, b1, NEVER, a1, b1)
     cross = math.ceil((a1 - a2) / (b2 - b1))  # first j with line 2 ≥ line 1
     if cross <= 0:
-        return (((a2, b2), 0),)
-    return (((a1, b1), 0), ((a2, b2), cross))
+        return (a2, b2, NEVER, a2, b2)
+    return (a1, b1, cross, a2, b2)
 
 
-def run_time_of_lines(lines: tuple[Line, ...], num_steps: int) -> float:
-    total = 0.0
-    segs = _segments(lines)
-    for i, ((a, b), start) in enumerate(segs):
-        end = segs[i + 1][1] if i + 1 < len(segs) else num_steps
-        end = min(end, num_steps)
-        if end > start:
-            total += _series(a, b, start, end - start)
-    return total
+def run_time_of(pw: Piecewise, num_steps: int) -> float:
+    """Σ_{j<num_steps} step time j, in closed form."""
+    a1, b1, cross, a2, b2 = pw
+    if num_steps <= cross:
+        return _series(a1, b1, 0, num_steps)
+    return _series(a1, b1, 0, cross) + _series(a2, b2, cross, num_steps - cross)
 
 
 def _first_n_reaching(a: float, b: float, start: int, target_s: float) -> int:
-    """Smallest n ≥ 1 with Σ_{j=start}^{start+n−1}(a + b·j) ≥ target_s."""
+    """Smallest n ≥ 1 with Σ_{j=start}^{start+n−1}(a + b·j) ≥ target_s (quadratic formula)."""
     a0 = a + b * start
     if b <= 0.0:
         n = max(1, math.ceil(target_s / a0))
@@ -151,21 +153,25 @@ def _first_n_reaching(a: float, b: float, start: int, target_s: float) -> int:
     return n
 
 
-def steps_within_lines(lines: tuple[Line, ...], budget_s: float) -> int:
+def steps_within(pw: Piecewise, budget_s: float) -> int:
     """Smallest k ≥ 1 whose run time reaches `budget_s` (the step during which it elapses)."""
     if budget_s <= 0.0:
         return 1
-    segs = _segments(lines)
-    if len(segs) == 2:
-        (a, b), _ = segs[0]
-        cross = segs[1][1]
-        first = _series(a, b, 0, cross)
-        if first >= budget_s:
-            return _first_n_reaching(a, b, 0, budget_s)
-        (a2, b2), _ = segs[1]
-        return cross + _first_n_reaching(a2, b2, cross, budget_s - first)
-    (a, b), _ = segs[0]
-    return _first_n_reaching(a, b, 0, budget_s)
+    a1, b1, cross, a2, b2 = pw
+    if cross == NEVER:
+        return _first_n_reaching(a1, b1, 0, budget_s)
+    first = _series(a1, b1, 0, cross)
+    if first >= budget_s:
+        return _first_n_reaching(a1, b1, 0, budget_s)
+    return cross + _first_n_reaching(a2, b2, cross, budget_s - first)
+
+
+def run_time_of_lines(lines: tuple[Line, ...], num_steps: int) -> float:
+    return run_time_of(piecewise_max(lines), num_steps)
+
+
+def steps_within_lines(lines: tuple[Line, ...], budget_s: float) -> int:
+    return steps_within(piecewise_max(lines), budget_s)
 
 
 class StepTimePredictor(Protocol):
@@ -179,8 +185,8 @@ class StepTimePredictor(Protocol):
     def run_time_s(self, f: StepFeatures, num_steps: int) -> float:
         """Seconds for `num_steps` decode-only steps starting at `f`, each adding one context token per sequence."""
 
-    def steps_within_s(self, f: StepFeatures, budget_s: float) -> int:
-        """Smallest number of such steps whose total time reaches `budget_s` (at least 1)."""
+    def run_until_s(self, f: StepFeatures, max_steps: int, until_s: float) -> tuple[int, float]:
+        """(steps, seconds) of such a run: `max_steps`, or fewer ending with the step during which `until_s` elapses."""
 
 
 class _LinePredictor:
@@ -197,8 +203,14 @@ class _LinePredictor:
     def run_time_s(self, f: StepFeatures, num_steps: int) -> float:
         return run_time_of_lines(self._lines(f), num_steps)
 
-    def steps_within_s(self, f: StepFeatures, budget_s: float) -> int:
-        return steps_within_lines(self._lines(f), budget_s)
+    def run_until_s(self, f: StepFeatures, max_steps: int, until_s: float) -> tuple[int, float]:
+        pw = piecewise_max(self._lines(f))
+        k = max_steps
+        if until_s != math.inf:
+            k = min(k, steps_within(pw, until_s))
+        if k == 1:
+            return 1, pw[0]
+        return k, run_time_of(pw, k)
 
 
 class RooflinePredictor(_LinePredictor):

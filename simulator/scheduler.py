@@ -135,6 +135,7 @@ class Scheduler:
         # transient, during schedule(): who holds KV slots for this step
         self._decode_allocated = False
         self._scheduled_new: dict[int, int] = {}
+        self._limit_cache = (-1, 0, 0)  # (T, k, blocks) of the last decode_run_limit
 
     # -- queue -----------------------------------------------------------------------------
     def add_request(self, rid: int) -> None:
@@ -290,7 +291,9 @@ class Scheduler:
                 n = total - c
                 if n > budget:
                     if not self.chunked:
-                        blocked = True
+                        # stays blocked only if decodes alone used the budget; a prefill in this
+                        # step returns its budget next step
+                        blocked = not chunks
                         break
                     n = budget
                 if kv.allocate(c, n, prefix_id=pid, hit_blocks=hit) is None:
@@ -310,8 +313,8 @@ class Scheduler:
                 scheduled[rid] = n
                 admitted.append(rid)
                 budget -= n
-            if not blocked and budget <= 0 and self.num_waiting:
-                blocked = True  # the token budget is spent; it stays spent until the batch changes
+            if not blocked and budget <= 0 and self.num_waiting and not chunks:
+                blocked = True  # decodes alone spend the budget; that lasts until the batch changes
         self.waiting_blocked = blocked
 
         p_tok = ctx = pairs = 0
@@ -340,7 +343,10 @@ class Scheduler:
             if pid >= 0:
                 full_tok = self.ptok_v[rid] // bs * bs
                 if c < full_tok <= c2:
-                    st.shared_v[rid] = kv.cache_prefix(pid, self.ptok_v[rid], st.shared_v[rid])
+                    shared = kv.cache_prefix(pid, self.ptok_v[rid], st.shared_v[rid])
+                    if shared != st.shared_v[rid]:
+                        st.shared_v[rid] = shared
+                        self.waiting_blocked = False  # a newly cached prefix may shrink the head's need
             generated = st.gen_v[rid]
             if c2 < self.prompt_v[rid] + generated:
                 continue  # a chunk that did not catch up samples nothing
@@ -380,12 +386,18 @@ class Scheduler:
 
     # -- runs of identical decode steps ----------------------------------------------------------
     def _run_blocks(self, k: int) -> int:
-        """KV blocks the decode set needs over the next k steps."""
-        bs, hist, T = self.bs, self.block_phase, self.T
+        """KV blocks the decode set needs over the next k steps.
+
+        Each decoding request needs one block every `bs` steps, at its phase; whole cycles cost
+        `num_decode` blocks, the remainder is a slice of the phase histogram (C-level `sum`).
+        """
+        bs, hist = self.bs, self.block_phase
         full, rest = divmod(k, bs)
         need = full * self.num_decode
-        for j in range(rest):
-            need += hist[(T + j) % bs]
+        if rest:
+            s = self.T % bs
+            e = s + rest
+            need += sum(hist[s:e]) if e <= bs else sum(hist[s:]) + sum(hist[: e - bs])
         return need
 
     def decode_run_limit(self) -> int:
@@ -405,7 +417,9 @@ class Scheduler:
             heapq.heappop(heap)
         k = heap[0][0] - self.T
         avail = self.kv.available_blocks
-        if self._run_blocks(k) <= avail:
+        need = self._run_blocks(k)
+        if need <= avail:
+            self._limit_cache = (self.T, k, need)
             return k
         # largest k whose blocks fit: whole block-size cycles first, then step by step
         bs, hist, T, d = self.bs, self.block_phase, self.T, self.num_decode
@@ -425,7 +439,10 @@ class Scheduler:
 
     def reserve_decode_run(self, k: int) -> None:
         """Take the KV blocks a run of k pure-decode steps needs (before it executes)."""
-        if not self.kv.allocate_blocks(self._run_blocks(k)):
+        T, k0, need = self._limit_cache
+        if T != self.T or k0 != k:
+            need = self._run_blocks(k)
+        if not self.kv.allocate_blocks(need):
             raise AssertionError("decode run exceeds free KV blocks; decode_run_limit was not respected")
 
     def advance_decode_run(self, k: int) -> list[int]:
