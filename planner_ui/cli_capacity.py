@@ -62,22 +62,49 @@ def _print_answer(answer: Any, headroom: Any) -> None:
         output.out.print(output.kv_table("capacity answer", rows))
     else:
         output.out.print(output.kv_table("no configuration meets the SLO", [("peak", f"{answer.peak_qps:g} req/s"), ("SLO", slo_text), ("closest configuration", config), ("miss", answer.miss)]))
-    cand = answer.candidates
-    t = Table(title="configurations searched", title_justify="left")
-    cols = [c for c in cand.columns if c not in {"key", "memory", "low_load_miss", "low_load_worst_metric", "probes", "low_load_bound_s"}]
-    for c in cols:
-        t.add_column(c, justify="right")
-    for _, r in cand.head(20).iterrows():
-        t.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in (r[c] for c in cols)))
-    output.out.print(t)
+    output.out.print(candidates_table(answer.candidates))
     if headroom is not None:
         t = Table(title=f"headroom ({answer.replicas} replicas)", title_justify="left")
-        hcols = ["rate_qps", "slo_attainment", "meets_slo", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "e2e_p99_s"]
-        for c in hcols:
-            t.add_column(c, justify="right")
+        hcols = [("rate_qps", "req/s"), ("slo_attainment", "attainment"), ("meets_slo", "meets"), ("ttft_p99_s", "p99 TTFT s"), ("tpot_p99_s", "p99 TPOT s"), ("e2e_p99_s", "p99 E2E s")]
+        for _, label in hcols:
+            t.add_column(label, justify="right")
         for _, r in headroom.iterrows():
-            t.add_row(*(f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in hcols))
+            t.add_row(*(_cell(r[c]) for c, _ in hcols))
         output.out.print(t)
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, (bool,)) or type(v).__name__ == "bool_":
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return "—" if v != v else f"{v:.3g}"
+    return str(v)
+
+
+def candidates_table(cand: Any) -> Any:
+    """The searched configurations, narrow enough for a terminal: knobs, verdict, capacity, cost."""
+    from rich.table import Table
+
+    knobs = [c for c in cand.columns if "." in c]
+    t = Table(title="configurations searched (cheapest first)", title_justify="left")
+    for c in knobs:
+        t.add_column(c.split(".")[-1], justify="right")
+    for label in ("max req/s per replica", "replicas", "$/hour", "note"):
+        t.add_column(label, justify="right" if label != "note" else "left")
+    for _, r in cand.head(20).iterrows():
+        confirmed = r.get("replicas_confirmed")
+        replicas = confirmed if confirmed == confirmed and confirmed is not None else r.get("replicas_est")
+        if not r["fits_memory"]:
+            note = r["memory"]
+        elif not r.get("replicas_est"):
+            note = "misses at ~zero load: " + str(r.get("low_load_miss")).split(" (")[0]
+        else:
+            note = "simulated" if confirmed == confirmed and confirmed is not None else "⌈peak ÷ max rate⌉"
+        cost = r.get("usd_per_hour_est")
+        if confirmed == confirmed and confirmed is not None:
+            cost = confirmed * r["gpus_per_replica"] * r["usd_per_gpu_hour"]
+        t.add_row(*(_cell(r[c]) for c in knobs), _cell(r.get("max_qps_per_replica")), _cell(int(replicas)) if replicas == replicas and replicas else "—", _cell(cost), note)
+    return t
 
 
 def register(app: typer.Typer) -> None:

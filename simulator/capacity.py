@@ -544,6 +544,14 @@ def usd_per_gpu_hour(scenario: Scenario, *, use_override: bool = True) -> float:
     return float(gpu_hour_price(sheet, scenario.prices.provider, scenario.gpu.name, scenario.prices.pricing, override).usd_per_gpu_hour)
 
 
+def _bare(err: LifecostError) -> str:
+    """The error's message without its field prefix and fix suffix (for a table cell)."""
+    text = str(err)
+    if err.field and text.startswith(f"{err.field}: "):
+        text = text[len(err.field) + 2 :]
+    return text.split(" — ")[0]
+
+
 def memory_verdict(scenario: Scenario) -> tuple[bool, str]:
     """(fits, why) from `models.memory.serving_memory_plan`: weights + activation reserve +
     runtime overhead + one max_model_len sequence of KV must fit in the usable HBM per GPU."""
@@ -566,7 +574,7 @@ def memory_verdict(scenario: Scenario) -> tuple[bool, str]:
         )
     except LifecostError as err:
         if err.field == "tensor_parallel":  # e.g. heads that do not split over this TP
-            return False, str(err)
+            return False, "cannot run: " + _bare(err)
         raise
     if not plan.fits:
         return False, f"does not fit: needs {plan.needed_gib:.1f} GiB/GPU, {plan.usable_gib:.1f} GiB usable"
@@ -576,7 +584,7 @@ def memory_verdict(scenario: Scenario) -> tuple[bool, str]:
         make_predictor(scenario)
     except LifecostError as err:
         if err.field in ("gpu.tensor_parallel", "model.quant"):
-            return False, str(err)
+            return False, "cannot run: " + _bare(err)
         raise
     return True, f"fits: {plan.kv_gib:.1f} GiB/GPU for KV ({plan.max_kv_tokens:,} tokens)"
 
@@ -732,16 +740,17 @@ def search(
 
     confirmed: list[tuple[float, str, ReplicaAnswer]] = []
     for _, row in feasible.iterrows():
-        if confirmed and min(c[0] for c in confirmed) <= row["usd_per_hour_est"]:
+        if confirmed and min(c[0] for c in confirmed) < row["usd_per_hour_est"]:
             break
         config, variant = variants[row["key"]]
         ans = replicas_needed(variant, peak_qps, hint=int(row["replicas_est"]), verify=verify, num_requests=num_requests, executor=executor)
         if ans.replicas > 0:
-            confirmed.append((ans.replicas * row["gpus_per_replica"] * row["usd_per_gpu_hour"], row["key"], ans))
-    cost, key, ans = min(confirmed, key=lambda c: (c[0], c[1]))
+            confirmed.append((ans.replicas * row["gpus_per_replica"] * row["usd_per_gpu_hour"], row["key"], ans, ans.replicas * row["max_qps_per_replica"]))
+    # Cheapest; on a tie in dollars, the fleet with more capacity (more headroom over the peak).
+    cost, key, ans, _ = min(confirmed, key=lambda c: (c[0], -c[3], c[1]))
     config, variant = variants[key]
     row = table[table["key"] == key].iloc[0]
-    table["replicas_confirmed"] = table["key"].map({k: a.replicas for _, k, a in confirmed})
+    table["replicas_confirmed"] = table["key"].map({k: a.replicas for _, k, a, _ in confirmed})
     return CapacityAnswer(
         meets=True,
         peak_qps=peak_qps,
