@@ -87,6 +87,7 @@ def training_section(scenario: Scenario) -> tuple[Section, dict[str, Any]]:
         return sec, {}
     plan = plan_training(scenario)
     sec.paragraphs.append(f"{plan.method} fine-tune of {plan.model} on {plan.num_gpus} × {plan.gpu}: {plan.verdict}.")
+    sec.paragraphs.append(f"MFU {plan.mfu.fmt()} ({plan.mfu_source}); price {plan.price.label} ({plan.price.source}).")
     steps = pd.DataFrame([{"quantity": s.label, "arithmetic": s.formula, "value": s.value, "unit": s.unit} for s in plan.steps])
     sec.tables.append(Table("the arithmetic", steps))
     opts = pd.DataFrame([o.__dict__ for o in plan.options])

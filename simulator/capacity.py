@@ -848,17 +848,9 @@ def headroom_rates(peak_qps: float) -> list[float]:
 
 
 def capacity_for_cost(scenario: Scenario, *, num_requests: int | None = None, rtol: float = 0.05) -> Any:
-    """One replica's SLO capacity for the cost rollup (`simulator.cost.ReplicaCapacity`).
+    """One replica's SLO capacity for the cost rollup: `simulator.cost.capacity_from_simulation`,
+    which runs `find_max_rate` (one implementation; this name is the capacity-side entry point).
+    A LifecostError naming the miss when no rate meets the SLO."""
+    from simulator.cost import capacity_from_simulation
 
-    When no rate meets the SLO this is a LifecostError that names the miss, since a fleet
-    cannot be costed without a capacity."""
-    from simulator.cost import ReplicaCapacity
-
-    rs = find_max_rate(scenario, rtol=rtol, num_requests=num_requests)
-    if not rs.feasible:
-        raise LifecostError(
-            f"one replica misses the SLO even near zero load: {rs.low_load_check.describe()}",
-            field="slo",
-            fix="relax the SLO, or choose a faster GPU, more tensor_parallel or quantization",
-        )
-    return ReplicaCapacity(rs.max_rate_qps, scenario.gpu.tensor_parallel, source=f"simulated: max rate meeting the SLO ({scenario.name})")
+    return capacity_from_simulation(scenario, rtol=rtol, num_requests=num_requests)
