@@ -189,10 +189,20 @@ def _request_frame(result: Any) -> pd.DataFrame:
     return result.requests
 
 
+def at_steady_rate(scenario: Scenario) -> Scenario:
+    """The scenario as capacity probes run it: a diurnal process becomes Poisson at the probe's
+    rate (a probe asks "can a replica hold this rate?", and a few minutes of simulated traffic
+    would otherwise sit in one hour of the daily shape). Gamma keeps its burstiness (cv) and a
+    trace its own inter-arrival pattern, time-scaled to the probe's rate."""
+    if scenario.workload.arrival.kind == "diurnal":
+        return scenario.with_changes(**{"workload.arrival.kind": "poisson"})
+    return scenario
+
+
 def simulate_requests_frame(scenario: Scenario, *, rate_qps: float | None = None, requests: Any = None, num_requests: int | None = None, seed: int | None = None) -> pd.DataFrame:
     from simulator.engine import simulate
 
-    result = simulate(scenario, requests, num_requests=num_requests, rate_qps=rate_qps, seed=seed)
+    result = simulate(at_steady_rate(scenario), requests, num_requests=num_requests, rate_qps=rate_qps, seed=seed)
     return _request_frame(result)
 
 
@@ -334,12 +344,11 @@ def fleet_check(scenario: Scenario, peak_qps: float, n_replicas: int, *, num_req
 
     per_replica = num_requests or scenario.workload.num_requests
     stream = generate_requests(
-        scenario.workload,
+        at_steady_rate(scenario).workload,
         seed=scenario.seed,
         num_requests=per_replica * n_replicas,
         rate_qps=peak_qps,
         max_model_len_tok=scenario.engine.max_model_len_tok,
-        clip_prompts=True,
     )
     route = np.random.default_rng(np.random.SeedSequence([scenario.seed, 0x524F555445])).integers(0, n_replicas, size=len(stream))
     jobs = [(scenario, _subset(stream, route == r)) for r in range(n_replicas) if np.any(route == r)]

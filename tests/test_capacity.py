@@ -78,6 +78,28 @@ def test_meeting_the_slo_implies_each_quantile_is_within_its_bound():
             assert c.miss_ratio > 1 or c.attainment < att
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(0, 2**31 - 1),
+    st.floats(0.05, 2.0),
+    st.floats(0.001, 0.05),
+    st.floats(1.0, 3.0),
+    st.floats(0.5, 0.999),
+)
+def test_loosening_a_bound_never_lowers_attainment(seed, ttft_s, tpot_s, factor, attainment):
+    rng = np.random.default_rng(seed)
+    n = 300
+    ttft = np.where(rng.random(n) < 0.02, np.nan, rng.exponential(0.3, n))  # 2 % never finish
+    f = frame(ttft, rng.exponential(0.01, n), ttft + rng.exponential(2.0, n))
+    tight = check_slo(f, SloSpec(ttft_p99_s=ttft_s, tpot_p99_s=tpot_s, attainment=attainment))
+    loose = check_slo(f, SloSpec(ttft_p99_s=ttft_s * factor, tpot_p99_s=tpot_s * factor, attainment=attainment))
+    no_tpot = check_slo(f, SloSpec(ttft_p99_s=ttft_s, tpot_p99_s=None, attainment=attainment))
+    assert tight.attainment <= loose.attainment and tight.attainment <= no_tpot.attainment
+    assert tight.meets <= loose.meets  # meeting the tight SLO implies meeting the loose one
+    finished = np.isfinite(ttft[int(n * 0.1) :]).mean()  # after the 10 % warm-up
+    assert loose.attainment <= finished  # an unfinished request always misses
+
+
 # --- one replica ------------------------------------------------------------------------------
 
 
@@ -90,6 +112,12 @@ def test_the_max_rate_is_bracketed_by_a_meeting_and_a_missing_probe():
     assert max(met) == pytest.approx(rs.max_rate_qps)
     above = min([r for r in missed if r > rs.max_rate_qps] + [rs.saturation_qps])  # sat counts as a miss
     assert (above - rs.max_rate_qps) <= 0.05 * above + 1e-9  # bisection tolerance
+
+
+def test_a_diurnal_workload_is_probed_at_a_steady_rate():
+    shape = [0.2] * 12 + [3.0] * 12  # the first simulated minutes fall in a quiet hour
+    diurnal = tiny(**{"workload.arrival.kind": "diurnal", "workload.arrival.diurnal_shape": shape})
+    assert max_rate_meeting_slo(diurnal) == pytest.approx(max_rate_meeting_slo(tiny()))
 
 
 def test_a_tighter_slo_never_allows_a_higher_rate():
