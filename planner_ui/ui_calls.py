@@ -130,18 +130,19 @@ def training_plan(digest: str, _scenario: Scenario):
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def replica_capacity(digest: str, _scenario: Scenario):
-    """The highest rate one replica sustains within the SLO (a bisection of simulations)."""
-    from simulator.capacity import capacity_for_cost
+    """The highest rate one replica sustains within the SLO (a bisection of simulations);
+    raises a `slo` LifecostError when even a trickle of traffic misses the SLO."""
+    from simulator.cost import capacity_from_simulation
 
-    return capacity_for_cost(_scenario)
+    return capacity_from_simulation(_scenario)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def lifetime(digest: str, _scenario: Scenario):
-    """Month-by-month lifetime cost (`lifecost cost --json`)."""
+    """Month-by-month lifetime cost — the same calls as `lifecost cost SCENARIO.yaml --json`."""
     from simulator.cost import lifetime_cost
 
-    return lifetime_cost(_scenario, replica_capacity(digest, _scenario), training=training_plan(digest, _scenario))
+    return lifetime_cost(_scenario, replica_capacity(digest, _scenario))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

@@ -64,6 +64,7 @@ def render(built: Built) -> None:
     bar.progress(0.4, text="Headroom curve…")
     curve = ui_calls.call(ui_calls.headroom, s.digest(), answer.scenario, answer.replicas, float(peak), built=built)
     if curve is not None:
+        st.markdown(f"#### Headroom with {answer.replicas} replica(s)")
         st.plotly_chart(ch.headroom_chart(curve, answer.slo, peak), width="stretch", key="cap_headroom")
 
     rows = []
@@ -79,8 +80,15 @@ def render(built: Built) -> None:
     if rows:
         left.plotly_chart(ch.gpus_vs_rate(rows, peak), width="stretch", key="cap_gpus")
     if curve is not None:
-        right.dataframe(curve[["rate_qps", "slo_attainment", "ttft_p99_s", "tpot_p99_s", "e2e_p99_s"]].round(4),
-                        hide_index=True, width="stretch")
+        shown = curve[["rate_qps", "slo_attainment", "ttft_p99_s", "tpot_p99_s", "e2e_p99_s"]].copy()
+        shown[["ttft_p99_s", "tpot_p99_s"]] *= 1e3
+        right.dataframe(shown, hide_index=True, width="stretch", column_config={
+            "rate_qps": st.column_config.NumberColumn("rate (req/s)", format="%.1f"),
+            "slo_attainment": st.column_config.NumberColumn("attainment", format="percent"),
+            "ttft_p99_s": st.column_config.NumberColumn("p99 TTFT (ms)", format="%.0f"),
+            "tpot_p99_s": st.column_config.NumberColumn("p99 TPOT (ms)", format="%.1f"),
+            "e2e_p99_s": st.column_config.NumberColumn("p99 E2E (s)", format="%.2f"),
+        })
 
     st.subheader("Capacity report")
     if st.button("Build the report (HTML + Markdown)", icon=":material/description:", key="cap_build_report"):

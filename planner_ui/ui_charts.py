@@ -202,13 +202,14 @@ def cdf(values_s, *, name: str, bound_s: float | None, unit_ms: bool = True) -> 
     import numpy as np
 
     v = np.sort(np.asarray(values_s, dtype=float))
-    v = v[np.isfinite(v)]
+    v = v[np.isfinite(v) & (v > 0)]
     k = max(1, len(v) // 2000)
     scale = 1e3 if unit_ms else 1.0
     y = (np.arange(1, len(v) + 1) / len(v))[::k]
     fig = go.Figure(go.Scatter(x=v[::k] * scale, y=y, mode="lines", line=dict(color=PALETTE[0], width=2.5), name=name))
-    if bound_s is not None:
-        fig.add_vline(x=bound_s * scale, line_dash="dash", line_color=PALETTE[4], annotation_text="p99 SLO")
+    if bound_s is not None:  # a trace, not add_vline: shapes on a log axis take log10 coordinates
+        fig.add_trace(go.Scatter(x=[bound_s * scale] * 2, y=[0, 1], mode="lines", name="p99 SLO bound",
+                                 line=dict(color=PALETTE[4], dash="dash", width=2)))
     fig.add_hline(y=0.99, line_dash="dot", line_color="#94a3b8")
     fig.update_yaxes(tickformat=".0%", range=[0, 1.01])
     fig.update_xaxes(type="log")  # latencies span decades (queueing tails): a log axis shows body and tail
@@ -235,7 +236,8 @@ def headroom_chart(curve, slo: dict[str, Any], peak_qps: float) -> go.Figure:
     """SLO attainment (left) and p99 latencies (right, vs their bounds) against the fleet's rate."""
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("SLO attainment", "p99 latency vs bound"), horizontal_spacing=0.1)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("SLO attainment vs offered rate", "p99 latency ÷ its bound"),
+                        horizontal_spacing=0.1)
     fig.add_trace(go.Scatter(x=curve["rate_qps"], y=curve["slo_attainment"], mode="lines+markers", name="attainment",
                              line=dict(color=PALETTE[0], width=3)), row=1, col=1)
     fig.add_hline(y=slo.get("attainment", 0.99), line_dash="dash", line_color=PALETTE[4], row=1, col=1)
@@ -248,7 +250,8 @@ def headroom_chart(curve, slo: dict[str, Any], peak_qps: float) -> go.Figure:
                                  line=dict(color=PALETTE[(i + 1) % len(PALETTE)], width=2.5)), row=1, col=2)
     fig.add_hline(y=1.0, line_dash="dash", line_color=PALETTE[4], row=1, col=2)
     for c in (1, 2):
-        fig.add_vline(x=peak_qps, line_dash="dot", line_color="#64748b", row=1, col=c)
+        fig.add_vline(x=peak_qps, line_dash="dot", line_color="#64748b", row=1, col=c,
+                      annotation_text="peak" if c == 1 else None)
         fig.update_xaxes(title_text="fleet request rate (req/s)", row=1, col=c)
     fig.update_yaxes(tickformat=".0%", row=1, col=1)
     fig.update_yaxes(title_text="× of the bound (≤ 1 meets)", row=1, col=2)

@@ -167,3 +167,114 @@ def test_scenario_download_round_trips():
     assert dl, "no scenario download button"
     s = built_scenario(at)
     assert yaml.safe_load(scenario_to_yaml(s))["horizon"]["months"] == 36
+
+
+# --------------------------------------------------------------------------- numbers = the CLI's
+
+
+def cli_json(*args: str) -> dict:
+    """Run the real `lifecost` typer app in-process and parse its `--json` stdout."""
+    from typer.testing import CliRunner
+
+    from planner_ui.cli import app
+
+    res = CliRunner().invoke(app, [*args, "--json"])
+    assert res.exit_code in (0, 1), res.output
+    return json.loads(res.stdout)
+
+
+def cards(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+# A small, fast scenario (the capacity bisection simulates it a dozen times).
+SMALL = Scenario().with_changes(**{"name": "small", "workload.num_requests": 400})
+
+
+def start_with(s: Scenario, view: str | None = None) -> AppTest:
+    at = upload(start(), "up.scenario", f"{s.name}.yaml", scenario_to_yaml(s).encode(), "application/x-yaml")
+    if view:
+        at.segmented_control(key="view").set_value(view).run()
+    return at
+
+
+def test_overview_numbers_equal_the_cli_json(tmp_path):
+    from planner_ui import ui_charts as ch
+
+    path = tmp_path / "small.yaml"
+    path.write_text(scenario_to_yaml(SMALL))
+    at = start_with(SMALL)
+    assert_no_traceback(at)
+    shown = cards(at)
+
+    sim = cli_json("simulate", str(path))
+    assert shown["Throughput"] == ch.fmt_tok_s(sim["throughput_tok_s"])
+    assert shown["TTFT p99"] == ch.fmt_ms(sim["ttft_s"]["p99"])
+    assert shown["TPOT p99"] == ch.fmt_ms(sim["tpot_s"]["p99"])
+    assert shown["E2E p99"] == ch.fmt_s(sim["e2e_s"]["p99"])
+    assert shown["KV cache peak"] == ch.fmt_pct(sim["kv_peak_frac"])
+
+    cost = cli_json("cost", str(path))["scenarios"][0]["totals"]
+    assert shown["Lifetime cost"] == ch.fmt_usd(cost["total_usd"])
+    assert shown["$ / 1M tokens"] == ch.fmt_usd(cost["usd_per_1m_tok"])
+    assert shown["GPUs at peak"] == ch.fmt_int(cost["gpus_peak"])
+    assert shown["Capacity / replica"] == ch.fmt_qps(cost["capacity_qps_per_replica"])
+    be = cost["break_even_month"]
+    assert shown["Break-even month"] == ("—" if be is None else f"month {be}")
+
+    train = cli_json("train", str(path))
+    assert shown["Cost / run"] == ch.fmt_usd(train["usd_expected"]["mid"])
+    assert shown["Memory / GPU"] == ch.fmt_gib(train["needed_gib"])
+    assert shown["Trainable params"] == f"{train['trainable_params'] / 1e6:,.1f} M"
+
+
+def test_capacity_numbers_equal_the_cli_json(tmp_path):
+    from planner_ui import ui_charts as ch
+
+    path = tmp_path / "small.yaml"
+    path.write_text(scenario_to_yaml(SMALL))
+    at = start_with(SMALL, "Capacity")
+    assert_no_traceback(at)
+    peak = at.number_input(key=f"cap.peak_qps.{SMALL.digest()}").value
+    shown = cards(at)
+    cap = cli_json("capacity", str(path), "--peak-qps", str(peak), "--workers", "1", "--no-headroom")
+    assert cap["meets_slo"]
+    assert shown["Replicas"] == ch.fmt_int(cap["replicas"])
+    assert shown["GPUs"] == ch.fmt_int(cap["total_gpus"])
+    assert shown["Capacity / replica"] == ch.fmt_qps(cap["max_qps_per_replica"])
+    assert shown["$ / hour"] == ch.fmt_usd(cap["usd_per_hour"])
+    assert shown["Fleet-verified"] == ("yes" if cap["verified_by_fleet_simulation"] else "no")
+    assert len(at.get("plotly_chart")) >= 2  # headroom curve and GPUs vs peak rate
+
+
+def test_an_impossible_slo_shows_the_error_next_to_the_slo_inputs():
+    impossible = SMALL.with_changes(**{"slo.ttft_p99_s": 1e-4})  # 0.1 ms: below any prefill
+    for view in (None, "Capacity"):
+        at = start_with(impossible, view)
+        assert_no_traceback(at)
+        errors = sidebar_errors(at)
+        assert any("slo" in e.lower() for e in errors), (view, errors)
+        assert any("slo" in e.value.lower() for e in at.main.error), view
+
+
+def test_compare_shows_one_column_per_scenario_with_the_cost_rollup():
+    from planner_ui import ui_charts as ch
+    from simulator.cost import capacity_from_simulation, lifetime_cost
+
+    at = start_with(SMALL, "Compare")
+    at.button(key="cmp_add_current").click().run()
+    at.button(key="cmp_variant_int4-awq").click().run()
+    assert_no_traceback(at)
+    variant = SMALL.with_changes(name="small-int4-awq", **{"model.quant": "int4-awq"})
+    want = [lifetime_cost(s, capacity_from_simulation(s)).totals for s in (SMALL, variant)]
+    shown = [m.value for m in at.metric if m.label == "Lifetime cost"]
+    assert shown == [ch.fmt_usd(t["total_usd"]) for t in want]
+    assert len(at.get("plotly_chart")) >= 4
+
+
+def test_every_view_renders_without_error_on_the_default_scenario():
+    at = start()
+    for view in ("Overview", "Compare", "Capacity", "Inside one run", "Calibration"):
+        at.segmented_control(key="view").set_value(view).run()
+        assert_no_traceback(at)
+        assert not at.main.error, (view, [e.value for e in at.main.error])
