@@ -47,7 +47,7 @@ def _print_answer(answer: Any, headroom: Any) -> None:
     config = ", ".join(f"{k}={v}" for k, v in answer.config.items())
     if answer.meets:
         rows = [
-            ("peak", f"{answer.peak_qps:g} req/s"),
+            ("peak", f"{answer.peak_qps:.4g} req/s"),
             ("SLO", slo_text),
             ("configuration", config),
             ("replicas", answer.replicas),
@@ -61,7 +61,7 @@ def _print_answer(answer: Any, headroom: Any) -> None:
         ]
         output.out.print(output.kv_table("capacity answer", rows))
     else:
-        output.out.print(output.kv_table("no configuration meets the SLO", [("peak", f"{answer.peak_qps:g} req/s"), ("SLO", slo_text), ("closest configuration", config), ("miss", answer.miss)]))
+        output.out.print(output.kv_table("no configuration meets the SLO", [("peak", f"{answer.peak_qps:.4g} req/s"), ("SLO", slo_text), ("closest configuration", config), ("miss", answer.miss)]))
     output.out.print(candidates_table(answer.candidates))
     if headroom is not None:
         t = Table(title=f"headroom ({answer.replicas} replicas)", title_justify="left")

@@ -134,7 +134,7 @@ def capacity_sections(answer: Any, curve: pd.DataFrame | None) -> list[Section]:
     config = ", ".join(f"{k} = {v}" for k, v in answer.config.items())
     if answer.meets:
         sec.paragraphs.append(
-            f"For {answer.peak_qps:g} req/s peak with {bounds} (≥ {q['attainment']:.0%} of requests): "
+            f"For {answer.peak_qps:.4g} req/s peak with {bounds} (≥ {q['attainment']:.0%} of requests): "
             f"{answer.replicas} replica(s) × {answer.gpus_per_replica} GPU = {answer.total_gpus} × {answer.scenario.gpu.name} "
             f"with {config}, ${answer.usd_per_hour:,.2f}/hour. "
             + ("Verified by simulating the whole fleet at the peak: N meets the SLO and N − 1 does not." if answer.verified else "Not verified by fleet simulation.")
@@ -197,6 +197,11 @@ def build_report(
     from simulator.cost import ReplicaCapacity
 
     peak = peak_qps if peak_qps is not None else default_peak_qps(scenario)
+    if progress:
+        import sys
+
+        how = "given" if peak_qps is not None else "the horizon's busiest hour"
+        print(f"capacity at {peak:.4g} req/s peak ({how})", file=sys.stderr, flush=True)
     answer = search(scenario, peak, parse_search(search_spec, scenario), executor=executor, num_requests=num_requests, progress=progress)
     curve = headroom_curve(answer.scenario, answer.replicas, headroom_rates(peak), executor=executor, num_requests=num_requests) if answer.meets else None
     chosen = answer.scenario
