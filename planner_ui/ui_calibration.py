@@ -20,7 +20,7 @@ def render(built: Built) -> None:
     found = ui_calls.call(ui_calls.profile_in_use, scenario, built=built)
     gpu = ui_calls.call(ui_calls.gpu_card, scenario.gpu.name, built=built)
     if found is not None and gpu is not None:
-        source, profile = found
+        source, profile, measured = found
         if profile is None:
             st.info(f"**roofline (uncalibrated)** — no measured Profile for {gpu.name} ({source}). Step times use the "
                     f"datasheet: {gpu.bf16_tflops:,.0f} TFLOP/s bf16 × {gpu.flops_efficiency:.0%} and "
@@ -31,7 +31,7 @@ def render(built: Built) -> None:
                        f"{profile.engine.name} {profile.engine.version}, {profile.created_utc}")
             st.caption(f"produced by `{profile.command}`")
         st.subheader("Hardware ceilings: measured vs datasheet")
-        rows = ui_charts.ceiling_rows(gpu, profile)
+        rows = ui_charts.ceiling_rows(gpu, measured)
         cols = st.columns(len(rows))
         for col, (label, measured, sheet, unit, fmt) in zip(cols, rows):
             if measured is None:
@@ -47,3 +47,15 @@ def render(built: Built) -> None:
                 st.caption("This Profile is partial: it measured ceilings only (no step-time or training fit).")
             if profile.step_time is not None:
                 st.plotly_chart(ui_charts.step_coeff_bar(profile), width="stretch")
+            fidelity = ui_calls.call(ui_calls.fidelity_frame, scenario, profile, built=built)
+            if fidelity is not None and len(fidelity):
+                st.subheader("Fidelity: simulated vs measured")
+                cols = st.columns(2)
+                for col, kind in zip(cols, ("serving", "training")):
+                    if (fidelity["kind"] == kind).any():
+                        col.plotly_chart(ch.fidelity_scatter(fidelity, kind), width="stretch", key=f"cal_fid_{kind}")
+                st.dataframe(fidelity, hide_index=True, width="stretch", column_config={
+                    "error": st.column_config.NumberColumn("error (signed)", format="percent")})
+            elif fidelity is None:
+                st.caption("No fidelity report beside this Profile (`lifecost calibrate` writes fidelity.json after "
+                           "replaying the measured runs).")

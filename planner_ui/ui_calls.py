@@ -79,22 +79,55 @@ def gpu_card(name: str):
 
 
 def profile_in_use(scenario: Scenario):
-    """(how it was chosen, the Profile whose step-time fit the simulator uses — None = roofline).
+    """(how it was chosen, the Profile whose step-time fit the simulator uses — None = roofline,
+    a Profile measured for this GPU that is shown for its ceilings even if it has no fit).
 
     Asks the simulator's own `make_predictor`, so the page cannot disagree with what runs."""
     from simulator.predictor import make_predictor
 
     predictor = make_predictor(scenario)
-    profile = getattr(predictor, "profile", None)
-    choice = scenario.engine.profile
-    how = {"auto": "engine.profile = auto", "roofline": "engine.profile = roofline"}.get(choice, f"engine.profile = {choice}")
-    if profile is None and choice == "auto":
+    used = getattr(predictor, "profile", None)
+    how = f"engine.profile = {scenario.engine.profile}"
+    if used is None and scenario.engine.profile == "auto":
         from models.profile import find_profile
 
         partial = find_profile(gpu_card(scenario.gpu.name).name)
         if partial is not None:  # measured ceilings but no step-time fit: shown, not used for steps
-            return f"{how}; {partial.key} has no step-time fit", None
-    return how, profile
+            return f"{how}; {partial.key} has no step-time fit", None, partial
+    return how, used, used
+
+
+FIDELITY_FILE = "fidelity.json"  # `calibrate.validate.write_fidelity`'s default stem, next to the Profile
+
+
+def fidelity_frame(scenario: Scenario, profile):
+    """The fidelity report's per-run rows (measured, predicted, signed relative error per metric)
+    from `fidelity.json` beside the Profile file, or None when no validation was written."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    from models.profile import profile_path
+
+    choice = scenario.engine.profile
+    folder = Path(choice).parent if choice not in ("auto", "roofline") and Path(choice).is_file() \
+        else profile_path(profile.gpu.catalog_name, profile.engine.name).parent
+    path = folder / FIDELITY_FILE
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    rows = []
+    for kind in ("serving", "training"):
+        for run in data.get(kind) or []:
+            for metric, v in (run.get("metrics") or {}).items():
+                if v.get("measured") is None or v.get("predicted") is None:
+                    continue
+                rows.append({"kind": kind, "set": run.get("set", ""), "model": run.get("model", ""),
+                             "run": run.get("workload") or run.get("run") or "", "metric": metric,
+                             "measured": float(v["measured"]), "predicted": float(v["predicted"]),
+                             "error": v.get("error")})
+    return pd.DataFrame(rows)
 
 
 # Each cached function takes the scenario's digest as its only hashed argument (plus plain

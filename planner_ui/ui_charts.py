@@ -67,6 +67,32 @@ def step_coeff_bar(profile) -> go.Figure:
     return style(fig, title=f"Step-time coefficients (c0 = {st_.c0_s * 1e3:.2f} ms per step)", y="inverse efficiency (×)")
 
 
+def fidelity_scatter(frame, kind: str) -> go.Figure:
+    """Predicted vs measured, one point per (run, metric), log-log with the y = x line: a point
+    on the line is a perfect prediction; ±15 % bands show the issue's held-out target."""
+    import numpy as np
+
+    f = frame[(frame["kind"] == kind) & (frame["measured"] > 0) & (frame["predicted"] > 0)]
+    fig = go.Figure()
+    for i, (metric, g) in enumerate(f.groupby("metric", sort=True)):
+        fig.add_trace(go.Scatter(
+            x=g["measured"], y=g["predicted"], mode="markers", name=metric,
+            marker=dict(size=10, color=PALETTE[i % len(PALETTE)], symbol=["circle" if s == "fit" else "diamond-open" for s in g["set"]],
+                        line=dict(width=2)),
+            customdata=np.stack([g["model"], g["run"], g["set"], g["error"].astype(float)], axis=1),
+            hovertemplate="%{customdata[0]} %{customdata[1]} (%{customdata[2]})<br>measured %{x:.4g}, predicted %{y:.4g}"
+                          "<br>error %{customdata[3]:+.1%}<extra>" + metric + "</extra>"))
+    if len(f):
+        lo, hi = float(min(f["measured"].min(), f["predicted"].min())) / 1.3, float(max(f["measured"].max(), f["predicted"].max())) * 1.3
+        for k, dash in ((1.0, "solid"), (1.15, "dot"), (1 / 1.15, "dot")):
+            fig.add_trace(go.Scatter(x=[lo, hi], y=[lo * k, hi * k], mode="lines", showlegend=False, hoverinfo="skip",
+                                     line=dict(color="#94a3b8", dash=dash, width=1)))
+    fig.update_xaxes(type="log")
+    fig.update_yaxes(type="log")
+    return style(fig, title=f"{kind.capitalize()}: simulated vs measured (● fitted runs, ◇ held-out; dotted ±15 %)",
+                 x="measured (metric's own unit)", y="predicted by lifecost", height=420)
+
+
 # --------------------------------------------------------------------------- number formats
 # One formatter per unit, used by every page and by the tests that compare with the CLI's JSON.
 
@@ -226,7 +252,8 @@ def memory_bar(plan) -> go.Figure:
         fig.add_trace(go.Bar(y=["HBM"], x=[gib], name=label, orientation="h", marker_color=colour,
                              text=[f"{gib:,.1f}"], textposition="inside", hovertemplate=f"{label}: %{{x:,.1f}} GiB<extra></extra>"))
     fig.update_layout(barmode="stack")
-    return style(fig, title=f"Memory per GPU ({plan.gpu_total_gib:,.0f} GiB)", x="GiB", height=190)
+    style(fig, title=f"Memory per GPU ({plan.gpu_total_gib:,.0f} GiB)", x="GiB", height=250)
+    return fig.update_layout(legend=dict(y=-0.75))
 
 
 # --------------------------------------------------------------------------- capacity

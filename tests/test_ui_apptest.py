@@ -278,3 +278,35 @@ def test_every_view_renders_without_error_on_the_default_scenario():
         at.segmented_control(key="view").set_value(view).run()
         assert_no_traceback(at)
         assert not at.main.error, (view, [e.value for e in at.main.error])
+
+
+def test_calibration_view_shows_the_profile_in_use_and_its_fidelity(tmp_path):
+    from models.profile import Ceilings, FitStats, Profile, ProfileEngine, ProfileGpu, StepTimeCoeffs, save_profile
+
+    profile = Profile(
+        gpu=ProfileGpu(name="NVIDIA H100 80GB HBM3", catalog_name="H100-SXM", memory_gib=79.6),
+        engine=ProfileEngine(name="vllm", version="test"),
+        created_utc="2026-11-22T19:00:00Z",
+        command="written by tests/test_ui_apptest.py",
+        ceilings=Ceilings(gemm_bf16_tflops=770.0, hbm_copy_tb_s=2.96, h2d_gb_s=55.0),
+        step_time=StepTimeCoeffs(c0_s=0.004, c1=1.3, c2=1.1, c3=1.6, c4=1.2, fit=FitStats(n_points=24, r2=0.991, mape=0.04),
+                                 fit_model="Llama-3.2-1B"),
+    )
+    path = save_profile(profile, tmp_path / "vllm.json")
+    (tmp_path / "fidelity.json").write_text(json.dumps({"serving": [
+        {"model": "Llama-3.2-1B", "workload": "burst n=64", "set": "fit",
+         "metrics": {"ttft_s_p50": {"measured": 0.050, "predicted": 0.053, "error": 0.06}}},
+        {"model": "Llama-3.2-3B", "workload": "poisson 4 req/s", "set": "held-out",
+         "metrics": {"output_throughput_tok_s": {"measured": 900.0, "predicted": 820.0, "error": -0.089}}},
+    ], "training": []}))
+    at = start()
+    at.text_input(key="sc.engine.profile").set_value(str(path)).run()
+    at.segmented_control(key="view").set_value("Calibration").run()
+    assert_no_traceback(at)
+    assert any("vllm" in s.value and "H100" in s.value for s in at.success)
+    shown = cards(at)
+    assert shown["bf16 GEMM"] == "770 TFLOP/s" and shown["HBM copy"] == "2.96 TB/s"
+    assert len(at.get("plotly_chart")) == 2  # fitted coefficients + serving fidelity scatter
+
+    at.text_input(key="sc.engine.profile").set_value("roofline").run()
+    assert any("roofline (uncalibrated)" in i.value for i in at.info)
