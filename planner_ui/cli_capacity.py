@@ -96,6 +96,8 @@ def candidates_table(cand: Any) -> Any:
         replicas = confirmed if confirmed == confirmed and confirmed is not None else r.get("replicas_est")
         if not r["fits_memory"]:
             note = r["memory"]
+        elif not r.get("evaluated", True):
+            note = f"skipped: costs ≥ ${r['usd_per_hour_bound']:.4g}/h (bound from its ceiling)"
         elif not r.get("replicas_est"):
             note = "misses at ~zero load: " + str(r.get("low_load_miss")).split(" (")[0]
         else:

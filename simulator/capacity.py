@@ -271,7 +271,7 @@ def saturation_qps(scenario: Scenario, num_requests: int | None = None) -> float
     return count / span
 
 
-def find_max_rate(scenario: Scenario, *, rtol: float = 0.05, num_requests: int | None = None) -> RateSearch:
+def find_max_rate(scenario: Scenario, *, rtol: float = 0.05, num_requests: int | None = None, saturation: float | None = None) -> RateSearch:
     """Bisection on one replica's offered rate, within [LOW_LOAD_FRACTION × sat, sat).
 
     sat = `saturation_qps`: a finite simulation at or above it can still look fine (its backlog
@@ -287,7 +287,7 @@ def find_max_rate(scenario: Scenario, *, rtol: float = 0.05, num_requests: int |
         checks.append(c)
         return c
 
-    sat = saturation_qps(scenario, num_requests)
+    sat = saturation if saturation is not None else saturation_qps(scenario, num_requests)
 
     def done(rate: float) -> RateSearch:
         return RateSearch(rate, sat, tuple(sorted(checks, key=lambda c: c.rate_qps)))
@@ -389,6 +389,7 @@ def replicas_needed(
     num_requests: int | None = None,
     executor: Executor | None = None,
     max_adjust: int = 4,
+    saturation: float | None = None,
 ) -> ReplicaAnswer:
     """Fewest replicas meeting the SLO at `peak_qps`: exponential search for a meeting N
     (from `hint`, e.g. ⌈peak / max rate⌉, else from 1), binary search below it, each step one
@@ -399,7 +400,7 @@ def replicas_needed(
     if not peak_qps > 0:
         raise LifecostError(f"must be > 0, got {peak_qps}", field="--peak-qps")
     checks: dict[int, SloCheck] = {}
-    sat = saturation_qps(scenario, num_requests)
+    sat = saturation if saturation is not None else saturation_qps(scenario, num_requests)
 
     def meets(n: int) -> bool:
         if n not in checks:
@@ -606,18 +607,23 @@ class ConfigJob:
     peak_qps: float
     num_requests: int | None
     rtol: float
+    saturation_qps: float | None = None
+
+
+def evaluate_saturation(job: ConfigJob) -> dict[str, Any]:
+    """Stage 1 sweep row: the configuration's throughput ceiling (one simulation)."""
+    return {"saturation_qps": saturation_qps(job.scenario, job.num_requests)}
 
 
 def evaluate_config(job: ConfigJob) -> dict[str, Any]:
-    """One sweep row: the configuration's max rate per replica and the replicas it implies."""
-    rs = find_max_rate(job.scenario, rtol=job.rtol, num_requests=job.num_requests)
+    """Stage 2 sweep row: the configuration's max rate per replica and the replicas it implies."""
+    rs = find_max_rate(job.scenario, rtol=job.rtol, num_requests=job.num_requests, saturation=job.saturation_qps)
     low = rs.low_load_check
     col, value, bound = low.worst
     replicas = math.ceil(job.peak_qps / rs.max_rate_qps) if rs.feasible else 0
     return {
         "max_qps_per_replica": rs.max_rate_qps,
-        "saturation_qps": rs.saturation_qps,
-        "probes": len(rs.checks) + 1,
+        "probes": len(rs.checks),
         "replicas_est": replicas,
         "low_load_qps": low.rate_qps,
         "low_load_worst_metric": col,
@@ -626,6 +632,18 @@ def evaluate_config(job: ConfigJob) -> dict[str, Any]:
         "low_load_attainment": low.attainment,
         "low_load_miss": low.describe(),
     }
+
+
+def _workers(executor: Executor | None) -> int:
+    """How many configurations to evaluate per round: the executor's parallelism."""
+    if executor is None:
+        return 1
+    n = getattr(executor, "workers", None) or getattr(executor, "num_cpus", None)
+    if n is None and type(executor).__name__ == "RayExecutor":
+        import ray
+
+        n = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else 2
+    return max(1, int(n or 1))
 
 
 def _variant(scenario: Scenario, config: dict[str, Any]) -> Scenario:
@@ -708,12 +726,22 @@ def search(
     progress: bool = False,
 ) -> CapacityAnswer:
     """The cheapest configuration (replicas × GPUs per replica × $/GPU-hour) meeting the SLO at
-    `peak_qps`. Every configuration of `space` is checked for memory first (no simulation for
-    one that cannot load), priced (a missing price is an error), and evaluated by
-    `find_max_rate` in parallel on `executor` (results in `out_parquet` when given, so an
-    interrupted search resumes). The cheapest by ⌈peak / max rate⌉ is then confirmed by
-    `replicas_needed` (with fleet verification); if that moves its cost above the next
-    candidate's estimate, the next one is confirmed too, and the cheapest confirmed wins."""
+    `peak_qps` — branch and bound, every simulation through `executor`:
+
+    0. Prune: a configuration that cannot load (memory plan) or run (e.g. TP without NVLink) is
+       never simulated; every other is priced (a missing price is a LifecostError).
+    1. Bound (one simulation each, in parallel): the throughput ceiling sat. Any replica count
+       must exceed peak / sat, so cost ≥ (⌊peak / sat⌋ + 1) × GPUs × price: a lower bound.
+    2. Branch: in order of that bound, `find_max_rate` (≈ 6 simulations) on as many
+       configurations at a time as the executor runs in parallel, until every configuration not
+       yet evaluated has a lower bound above the cheapest estimate ⌈peak / max rate⌉ × GPUs × price.
+    3. Confirm: `replicas_needed` (with fleet verification) on the cheapest estimate; if that
+       moves its cost above another estimate or bound, those are evaluated/confirmed as well,
+       and the cheapest confirmed wins (ties: the fleet with more capacity).
+
+    With `out_parquet` both stages' rows go to one resumable table (keys prefixed `sat|` and
+    `rate|`). The answer does not depend on the executor or on the number of workers.
+    """
     if not peak_qps > 0:
         raise LifecostError(f"must be > 0, got {peak_qps}", field="--peak-qps")
     space = space or SearchSpace()
@@ -732,34 +760,75 @@ def search(
         variants[key] = (config, variant)
         if fits:
             jobs[key] = ConfigJob(variant, peak_qps, num_requests, rtol)
-    table = pd.DataFrame(rows)
-    if jobs:
-        evaluated = run_sweep(evaluate_config, jobs, out_parquet, executor, progress=progress, label="capacity search")
-        table = table.merge(evaluated, on="key", how="left")
-    else:
-        table["max_qps_per_replica"] = np.nan
-        table["replicas_est"] = 0
-    table["usd_per_hour_est"] = np.where(table["replicas_est"].fillna(0) > 0, table["replicas_est"] * table["gpus_per_replica"] * table["usd_per_gpu_hour"], np.nan)
-    table = table.sort_values(["usd_per_hour_est", "key"], na_position="last", kind="stable").reset_index(drop=True)
-
-    feasible = table[table["usd_per_hour_est"].notna()]
+    table = pd.DataFrame(rows).set_index("key", drop=False).rename_axis(None)
+    for col, init in (("saturation_qps", np.nan), ("usd_per_hour_bound", np.nan), ("max_qps_per_replica", np.nan), ("replicas_est", np.nan), ("usd_per_hour_est", np.nan)):
+        table[col] = init
     slo = scenario.slo.model_dump()
-    if feasible.empty:
-        return _infeasible(scenario, peak_qps, slo, table, variants)
 
-    confirmed: list[tuple[float, str, ReplicaAnswer]] = []
-    for _, row in feasible.iterrows():
-        if confirmed and min(c[0] for c in confirmed) < row["usd_per_hour_est"]:
+    def sweep(fn: Any, prefix: str, keys: list[str], label: str) -> pd.DataFrame:
+        items = {f"{prefix}|{k}": (jobs[k] if prefix == "sat" else _with_sat(jobs[k], table.at[k, "saturation_qps"])) for k in keys}
+        out = run_sweep(fn, items, out_parquet, executor, progress=progress, label=label)
+        out = out[out["key"].isin(items)].copy()
+        out["key"] = out["key"].str.removeprefix(f"{prefix}|")
+        return out.set_index("key")
+
+    if jobs:
+        sat = sweep(evaluate_saturation, "sat", list(jobs), "capacity search: ceilings")
+        table.loc[sat.index, "saturation_qps"] = sat["saturation_qps"]
+        t = table.loc[list(jobs)]
+        table.loc[t.index, "usd_per_hour_bound"] = (np.floor(peak_qps / t["saturation_qps"]) + 1) * t["gpus_per_replica"] * t["usd_per_gpu_hour"]
+
+    evaluated: set[str] = set()
+    confirmed: dict[str, tuple[float, ReplicaAnswer]] = {}
+    batch = _workers(executor)
+
+    def evaluate(keys: list[str]) -> None:
+        res = sweep(evaluate_config, "rate", keys, "capacity search: max rate")
+        for col in res.columns:
+            if col not in table.columns:
+                table[col] = np.nan if res[col].dtype.kind in "fiu" else None
+            table.loc[res.index, col] = res[col]
+        est = table.loc[res.index]
+        table.loc[res.index, "usd_per_hour_est"] = np.where(est["replicas_est"] > 0, est["replicas_est"] * est["gpus_per_replica"] * est["usd_per_gpu_hour"], np.nan)
+        evaluated.update(keys)
+
+    def best_known() -> float:
+        """The cheapest cost known to be achievable: confirmed, else estimated, else ∞."""
+        costs = [c for c, _ in confirmed.values()] + [table.at[k, "usd_per_hour_est"] for k in evaluated if k not in confirmed]
+        costs = [c for c in costs if c == c]
+        return min(costs, default=math.inf)
+
+    while True:
+        # Branch: evaluate while some unevaluated configuration could still be cheaper.
+        while True:
+            bound = best_known()
+            open_keys = sorted((k for k in jobs if k not in evaluated and table.at[k, "usd_per_hour_bound"] < bound), key=lambda k: (table.at[k, "usd_per_hour_bound"], k))
+            if not open_keys:
+                break
+            evaluate(open_keys[:batch])
+        # Confirm the cheapest unconfirmed estimate if it could beat every confirmed one.
+        pending = sorted((k for k in evaluated if k not in confirmed and table.at[k, "usd_per_hour_est"] == table.at[k, "usd_per_hour_est"]), key=lambda k: (table.at[k, "usd_per_hour_est"], k))
+        best_confirmed = min((c for c, _ in confirmed.values()), default=math.inf)
+        if not pending or table.at[pending[0], "usd_per_hour_est"] > best_confirmed:
             break
-        config, variant = variants[row["key"]]
-        ans = replicas_needed(variant, peak_qps, hint=int(row["replicas_est"]), verify=verify, num_requests=num_requests, executor=executor)
-        if ans.replicas > 0:
-            confirmed.append((ans.replicas * row["gpus_per_replica"] * row["usd_per_gpu_hour"], row["key"], ans, ans.replicas * row["max_qps_per_replica"]))
+        k = pending[0]
+        _, variant = variants[k]
+        ans = replicas_needed(
+            variant, peak_qps, hint=int(table.at[k, "replicas_est"]), verify=verify, num_requests=num_requests, executor=executor, saturation=float(table.at[k, "saturation_qps"])
+        )
+        cost = ans.replicas * table.at[k, "gpus_per_replica"] * table.at[k, "usd_per_gpu_hour"] if ans.replicas > 0 else math.inf
+        confirmed[k] = (cost, ans)
+
+    table["replicas_confirmed"] = table["key"].map({k: a.replicas for k, (_, a) in confirmed.items()})
+    table["evaluated"] = table["key"].isin(evaluated)
+    table = table.sort_values(["usd_per_hour_est", "usd_per_hour_bound", "key"], na_position="last", kind="stable").reset_index(drop=True)
+    winners = [(c, k, a) for k, (c, a) in confirmed.items() if a.replicas > 0]
+    if not winners:
+        return _infeasible(scenario, peak_qps, slo, table, variants)
     # Cheapest; on a tie in dollars, the fleet with more capacity (more headroom over the peak).
-    cost, key, ans, _ = min(confirmed, key=lambda c: (c[0], -c[3], c[1]))
+    cost, key, ans = min(winners, key=lambda w: (w[0], -w[2].replicas * float(table.loc[table["key"] == w[1], "max_qps_per_replica"].iloc[0]), w[1]))
     config, variant = variants[key]
     row = table[table["key"] == key].iloc[0]
-    table["replicas_confirmed"] = table["key"].map({k: a.replicas for _, k, a, _ in confirmed})
     return CapacityAnswer(
         meets=True,
         peak_qps=peak_qps,
@@ -777,6 +846,12 @@ def search(
         },
         candidates=table,
     )
+
+
+def _with_sat(job: ConfigJob, sat: float) -> ConfigJob:
+    from dataclasses import replace
+
+    return replace(job, saturation_qps=float(sat))
 
 
 def _infeasible(scenario: Scenario, peak_qps: float, slo: dict[str, Any], table: pd.DataFrame, variants: dict[str, tuple[dict[str, Any], Scenario]]) -> CapacityAnswer:

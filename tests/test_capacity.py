@@ -191,6 +191,24 @@ def test_search_prunes_what_cannot_load_and_picks_the_cheapest_verified_configur
     assert ans.usd_per_hour == pytest.approx(costs.min())
 
 
+def test_branch_and_bound_finds_what_exhaustive_search_finds_with_fewer_simulations():
+    s = tiny(**{"workload.num_requests": 600})
+    space = parse_search("gpu=H100-SXM/A100-80GB/L4,tp=1/2/4", s)
+    ans = search(s, 300.0, space, verify=False)
+    table = ans.candidates
+    runnable = table[table["fits_memory"]]
+    assert (~runnable["evaluated"]).any()  # some configurations were never bisected
+    exhaustive = []
+    for _, row in runnable.iterrows():
+        variant = s.with_changes(**{k: row[k] for k in space.values})
+        n = replicas_needed(variant, 300.0, verify=False).replicas if max_rate_meeting_slo(variant) > 0 else 0
+        if n:
+            exhaustive.append(n * row["gpus_per_replica"] * row["usd_per_gpu_hour"])
+    assert ans.usd_per_hour == pytest.approx(min(exhaustive))
+    skipped = runnable[~runnable["evaluated"]]
+    assert (skipped["usd_per_hour_bound"] >= ans.usd_per_hour - 1e-9).all()  # pruned only by a valid bound
+
+
 def test_cost_scales_linearly_with_the_price_and_does_not_change_the_choice():
     s = tiny(**{"workload.num_requests": 600, "prices.usd_per_gpu_hour": 2.0})
     a = search(s, 200.0, verify=False)
