@@ -65,6 +65,9 @@ def test_timestamps_are_causal(replayed):
         assert s.token_times_s[0] >= s.arrival_s
         m = request_metrics(s)
         assert m["ttft_s"] >= 0 and m["e2e_s"] >= m["ttft_s"]
+    for s, st in zip(served_from_record(rec), rec["request_engine_stats"]):
+        assert s.arrival_s <= st["queued_s"] <= st["scheduled_s"] <= s.first_token_s
+        assert st["num_preemptions"] == 0  # 1 GiB of KV cache holds every request
 
 
 def test_replay_record_is_in_the_run_log_and_a_rerun_is_skipped(backend, replayed):
