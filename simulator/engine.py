@@ -72,7 +72,7 @@ class SortedFeed:
 
 
 STEP_COLUMNS = ("start_s", "num_steps", "duration_s", "batch_size", "prefill_tok", "decode_tok", "kv_blocks_used", "replica")
-_STEP_INT = {"num_steps", "batch_size", "prefill_tok", "decode_tok", "kv_blocks_used"}
+_STEP_DTYPES = {"start_s": np.float64, "duration_s": np.float64, "replica": np.int16}  # the rest: int32
 
 
 class Recorder:
@@ -89,15 +89,15 @@ class Recorder:
         self.steps = array("d")
 
     def steps_frame(self):
+        """The step-run log as a frame with compact dtypes; releases the log (it is as big as the frame)."""
         import pandas as pd
 
         flat = np.frombuffer(self.steps, np.float64) if len(self.steps) else np.zeros(0)
         table = flat.reshape(-1, len(STEP_COLUMNS))
-        cols = {}
-        for i, name in enumerate(STEP_COLUMNS):
-            col = table[:, i]
-            cols[name] = col.astype(np.int64) if name in _STEP_INT else (col.astype(np.int16) if name == "replica" else col.copy())
-        return pd.DataFrame(cols)
+        cols = {name: table[:, i].astype(_STEP_DTYPES.get(name, np.int32)) for i, name in enumerate(STEP_COLUMNS)}
+        del flat, table
+        self.steps = array("d")
+        return pd.DataFrame(cols, copy=False)
 
 
 class Replica:
@@ -118,13 +118,16 @@ class Replica:
         sched_v, first_v, finish_v = rec.sched_v, rec.first_v, rec.finish_v
         log = rec.steps.extend
         tag = float(self.replica_id)
-        add, take, running = sched.add_request, feed.take, sched.running
-        run_limit, run_features, run_until = sched.decode_run_limit, sched.run_features, pred.run_until_s
+        add, take, running, waiting = sched.add_request, feed.take, sched.running, sched.waiting
+        run_limit, run_features, run_until, advance = sched.decode_run_limit, sched.run_features, pred.run_until_s, sched.advance_decode_run
+        max_seqs, priority = sched.max_seqs, sched.priority_policy
         inf, fast = math.inf, self.fast_forward
         next_report = progress_every
+        t_next = -inf
         while True:
             now = env.now
-            t_next = take(now, add)
+            if t_next <= now:
+                t_next = take(now, add)
             if not running and not sched.num_waiting:
                 if t_next == inf:
                     return
@@ -132,13 +135,14 @@ class Replica:
                 continue
             k = run_limit() if fast else 0
             if k:
-                # a run of k identical decode steps, cut at the step during which an admissible request arrives
+                # a run of k identical decode steps, cut at the step during which a request
+                # arrives that could join the batch (room for it, nobody queued ahead)
                 f = run_features()
-                k, dt = run_until(f, k, t_next - now if t_next != inf and sched.admits_new_arrivals() else inf)
-                sched.reserve_decode_run(k)
-                log((now, k, dt, f.num_seqs, 0, f.decode_tok, kv.used_blocks, tag))  # blocks peak at the run's end
+                admissible = t_next != inf and len(running) < max_seqs and (priority or not waiting)
+                k, dt = run_until(f, k, t_next - now if admissible else inf)
                 yield env.timeout(dt)
-                finished = sched.advance_decode_run(k)
+                finished = advance(k)
+                log((now, k, dt, f.num_seqs, 0, f.decode_tok, sched.run_peak_blocks, tag))
                 first = ()
             else:
                 plan = sched.schedule()

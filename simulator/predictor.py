@@ -141,14 +141,17 @@ def _first_n_reaching(a: float, b: float, start: int, target_s: float) -> int:
     """Smallest n ≥ 1 with Σ_{j=start}^{start+n−1}(a + b·j) ≥ target_s (quadratic formula)."""
     a0 = a + b * start
     if b <= 0.0:
-        n = max(1, math.ceil(target_s / a0))
+        n = math.ceil(target_s / a0)
     else:
         lin = a0 - b / 2.0
-        n = max(1, math.ceil((-lin + math.sqrt(lin * lin + 2.0 * b * target_s)) / b))
-    # float fix-up: at most a step or two either way
-    while n > 1 and _series(a, b, start, n - 1) >= target_s:
+        n = math.ceil((-lin + math.sqrt(lin * lin + 2.0 * b * target_s)) / b)
+    if n < 1:
+        n = 1
+    # float fix-up: at most a step or two either way (series inlined: this is the hot loop)
+    h = b / 2.0
+    while n > 1 and (n - 1) * a0 + h * (n - 1) * (n - 2) >= target_s:
         n -= 1
-    while _series(a, b, start, n) < target_s:
+    while n * a0 + h * n * (n - 1) < target_s:
         n += 1
     return n
 
@@ -219,21 +222,25 @@ class RooflinePredictor(_LinePredictor):
     name = "roofline"
 
     def __init__(self, card, gpu, quant: str = "bf16", kv_dtype: str = "bf16", tp: int = 1, *, quant_factor: float = DEFAULT_QUANT_FACTOR):
-        self.costs = ModelCosts.from_cards(card, gpu, quant, kv_dtype, tp)
+        self.costs = c = ModelCosts.from_cards(card, gpu, quant, kv_dtype, tp)
         compute_dtype = quant if quant in ("fp8", "int8") else "bf16"  # W8A8; int4 formats are weight-only
         self.flops_s = gpu.peak_tflops(compute_dtype) * 1e12 * gpu.flops_efficiency
         self.bytes_s = gpu.hbm_tb_s * 1e12 * gpu.hbm_efficiency
-        self.quant_factor = quant_factor
+        self.quant_factor = q = quant_factor
+        # seconds per unit of each feature, precomputed for the hot loop
+        self._s_per_tok = c.linear_flops_per_tok / self.flops_s * q
+        self._s_per_pair = c.attn_flops_per_pair / self.flops_s * q
+        self._s_weights = c.weight_bytes / self.bytes_s * q
+        self._s_per_kv_tok = c.kv_bytes_per_tok / self.bytes_s * q
+        self._s_comm_per_tok = c.allreduce_bytes_per_tok / c.link_bytes_s if c.allreduce_bytes_per_tok else 0.0
 
     def _lines(self, f: StepFeatures) -> tuple[Line, ...]:
-        c, q = self.costs, self.quant_factor
         tokens = f.prefill_tok + f.decode_tok
-        comm = tokens * c.allreduce_bytes_per_tok / c.link_bytes_s if c.allreduce_bytes_per_tok else 0.0
-        compute_a = (c.linear_flops_per_tok * tokens + c.attn_flops_per_pair * (f.prefill_attn_pairs + f.decode_ctx_tok)) / self.flops_s
-        compute_b = c.attn_flops_per_pair * f.decode_tok / self.flops_s
-        memory_a = (c.weight_bytes + c.kv_bytes_per_tok * (f.decode_ctx_tok + f.prefill_ctx_tok)) / self.bytes_s
-        memory_b = c.kv_bytes_per_tok * f.decode_tok / self.bytes_s
-        return ((compute_a * q + comm, compute_b * q), (memory_a * q + comm, memory_b * q))
+        comm = tokens * self._s_comm_per_tok
+        pair, kv = self._s_per_pair, self._s_per_kv_tok
+        compute_a = self._s_per_tok * tokens + pair * (f.prefill_attn_pairs + f.decode_ctx_tok) + comm
+        memory_a = self._s_weights + kv * (f.decode_ctx_tok + f.prefill_ctx_tok) + comm
+        return ((compute_a, pair * f.decode_tok), (memory_a, kv * f.decode_tok))
 
 
 class FittedPredictor(_LinePredictor):
@@ -245,27 +252,33 @@ class FittedPredictor(_LinePredictor):
         st = profile.step_time
         if st is None:
             raise LifecostError(f"Profile {profile.key} has no step_time section", field="engine.profile", fix="run `lifecost calibrate` with serving sweeps, or use profile: roofline")
+        if st.c0_s <= 0 and st.c2 <= 0:
+            raise LifecostError(f"Profile {profile.key} has c0_s = c2 = 0: a decode step would take no time", field="engine.profile step_time", fix="re-fit the Profile (c0_s is the fixed per-step overhead)")
         self.profile = profile
         self.costs = ModelCosts.from_cards(card, gpu, quant, kv_dtype, tp)
         ceil = profile.ceilings
         self.flops_s = (ceil.gemm_bf16_tflops or gpu.bf16_tflops) * 1e12
         self.bytes_s = (ceil.hbm_copy_tb_s or gpu.hbm_tb_s) * 1e12
         self.c0_s, self.c1, self.c2, self.c3, self.c4 = st.c0_s, st.c1, st.c2, st.c3, st.c4
-        self.quant_factor = st.quant_factors.get(quant, DEFAULT_QUANT_FACTOR)
+        self.quant_factor = q = st.quant_factors.get(quant, DEFAULT_QUANT_FACTOR)
+        c = self.costs
+        # seconds per unit of each feature, coefficients and quant factor folded in
+        self._s_fixed = (self.c0_s + self.c2 * c.weight_bytes / self.bytes_s) * q
+        self._s_per_tok = self.c1 * c.linear_flops_per_tok / self.flops_s * q
+        self._s_per_pair = self.c3 * c.attn_flops_per_pair / self.flops_s * q
+        self._s_per_kv_tok = self.c4 * c.kv_bytes_per_tok / self.bytes_s * q
+        self._s_comm_per_tok = c.allreduce_bytes_per_tok / c.link_bytes_s if c.allreduce_bytes_per_tok else 0.0
 
     def _lines(self, f: StepFeatures) -> tuple[Line, ...]:
-        c, q = self.costs, self.quant_factor
         tokens = f.prefill_tok + f.decode_tok
-        comm = tokens * c.allreduce_bytes_per_tok / c.link_bytes_s if c.allreduce_bytes_per_tok else 0.0
+        kv = self._s_per_kv_tok
         a = (
-            self.c0_s
-            + self.c1 * c.linear_flops_per_tok * tokens / self.flops_s
-            + self.c2 * c.weight_bytes / self.bytes_s
-            + self.c3 * c.attn_flops_per_pair * f.prefill_attn_pairs / self.flops_s
-            + self.c4 * c.kv_bytes_per_tok * (f.decode_ctx_tok + f.prefill_ctx_tok) / self.bytes_s
+            self._s_fixed
+            + (self._s_per_tok + self._s_comm_per_tok) * tokens
+            + self._s_per_pair * f.prefill_attn_pairs
+            + kv * (f.decode_ctx_tok + f.prefill_ctx_tok)
         )
-        b = self.c4 * c.kv_bytes_per_tok * f.decode_tok / self.bytes_s
-        return ((a * q + comm, b * q),)
+        return ((a, kv * f.decode_tok),)
 
 
 def make_predictor(scenario, card=None, gpu=None, profiles_dir=None) -> StepTimePredictor:

@@ -135,7 +135,7 @@ class Scheduler:
         # transient, during schedule(): who holds KV slots for this step
         self._decode_allocated = False
         self._scheduled_new: dict[int, int] = {}
-        self._limit_cache = (-1, 0, 0)  # (T, k, blocks) of the last decode_run_limit
+        self.run_peak_blocks = 0
 
     # -- queue -----------------------------------------------------------------------------
     def add_request(self, rid: int) -> None:
@@ -416,10 +416,11 @@ class Scheduler:
                 break
             heapq.heappop(heap)
         k = heap[0][0] - self.T
-        avail = self.kv.available_blocks
-        need = self._run_blocks(k)
-        if need <= avail:
-            self._limit_cache = (self.T, k, need)
+        avail = self.kv.free_blocks + self.kv.evictable_blocks
+        d = self.num_decode
+        if d * (k // self.bs + 1) <= avail:  # upper bound on the run's blocks: surely fits
+            return k
+        if self._run_blocks(k) <= avail:
             return k
         # largest k whose blocks fit: whole block-size cycles first, then step by step
         bs, hist, T, d = self.bs, self.block_phase, self.T, self.num_decode
@@ -437,16 +438,13 @@ class Scheduler:
         d = self.num_decode
         return StepFeatures(0, d, self.decode_ctx_tok + d, 0, 0, d)
 
-    def reserve_decode_run(self, k: int) -> None:
-        """Take the KV blocks a run of k pure-decode steps needs (before it executes)."""
-        T, k0, need = self._limit_cache
-        if T != self.T or k0 != k:
-            need = self._run_blocks(k)
-        if not self.kv.allocate_blocks(need):
-            raise AssertionError("decode run exceeds free KV blocks; decode_run_limit was not respected")
-
     def advance_decode_run(self, k: int) -> list[int]:
-        """Apply k executed pure-decode steps at once; returns the requests finished at the last one."""
+        """Apply k executed pure-decode steps at once: take their KV blocks, advance the step
+        counter, and return the requests finished by the last step. `run_peak_blocks` is the KV
+        in use at the run's end, before the finished requests free theirs (the run's peak)."""
+        if not self.kv.allocate_blocks(self._run_blocks(k)):
+            raise AssertionError("decode run exceeds free KV blocks; decode_run_limit was not respected")
+        self.run_peak_blocks = self.kv.used_blocks
         self.T += k
         self.decode_ctx_tok += self.num_decode * k
         return self._pop_finished()
