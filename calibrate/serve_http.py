@@ -192,7 +192,11 @@ class HttpBackend:
             try:
                 streams = await asyncio.wait_for(asyncio.gather(*tasks), timeout=self.max_run_s)
             except asyncio.TimeoutError:
-                streams = [t.result() if t.done() and not t.cancelled() else _Stream(error="timed out")
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                streams = [t.result() if not t.cancelled() else
+                           _Stream(error=f"still streaming after max_run_s={self.max_run_s:.0f} s")
                            for t in tasks]
             finally:
                 stop.set()

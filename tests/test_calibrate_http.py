@@ -202,3 +202,11 @@ def test_model_the_server_does_not_serve_lists_the_served_ones(stub_server):
     url, _ = stub_server
     with pytest.raises(LifecostError, match="use one of: stub"):
         HttpBackend(url, "Llama-3.1-8B").replay(REQS[:1])
+
+
+def test_run_longer_than_max_run_s_stops_and_keeps_the_finished_requests(stub_server):
+    url, _ = stub_server
+    b = HttpBackend(url, "stub", max_run_s=0.3)
+    with pytest.raises(LifecostError, match="max_run_s"):
+        b.replay([ServeRequest(0.0, 8, 2), ServeRequest(0.0, 8, 1000)])
+    assert [s.output_tok for s in b.partial] == [2]
