@@ -8,6 +8,7 @@ screenful of the Overview, is the README's picture).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -25,7 +26,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1600, "height": 2000}  # tall: Streamlit scrolls inside its main block, not the page
 README_CLIP = {"x": 0, "y": 0, "width": 1600, "height": 1000}
-LOAD_TIMEOUT_MS = 120_000
+LOAD_TIMEOUT_MS = 180_000  # per wait; generous because CI machines may be loaded (cached reruns take < 1 s)
 
 pytestmark = [
     pytest.mark.browser,
@@ -120,8 +121,22 @@ def metric_value(pg, label: str) -> str:
     return card.locator('[data-testid="stMetricValue"]').inner_text()
 
 
+@contextlib.contextmanager
+def screenshot_on_failure(pg, folder: Path):
+    """Keep what the browser showed when a wait or an assertion failed (failure.png)."""
+    try:
+        yield
+    except BaseException:
+        pg.screenshot(path=str(folder / "failure.png"))
+        raise
+
+
 def test_every_view_renders_its_charts_after_an_edit(page, tmp_path):
-    pg = page
+    with screenshot_on_failure(page, tmp_path):
+        check_every_view(page, tmp_path)
+
+
+def check_every_view(pg, tmp_path: Path) -> None:
     settle(pg, charts=2, metrics=18)
     assert_no_traceback(pg)
     before = metric_value(pg, "Throughput")
@@ -185,7 +200,11 @@ def test_every_view_renders_its_charts_after_an_edit(page, tmp_path):
 
 
 def test_a_trace_with_wrong_columns_shows_an_inline_error_not_a_traceback(page, tmp_path):
-    pg = page
+    with screenshot_on_failure(page, tmp_path):
+        check_bad_trace(page, tmp_path)
+
+
+def check_bad_trace(pg, tmp_path: Path) -> None:
     bad = tmp_path / "bad_trace.csv"
     bad.write_text("time,input_len,output_len\n0.0,10,20\n0.5,11,21\n")
     uploader = pg.locator('[data-testid="stFileUploader"]', has_text="Replay a trace")
