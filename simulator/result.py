@@ -8,7 +8,9 @@ Definitions (all times in seconds of simulated time):
   tpot_s   = (last token − first token) / (output_tok − 1)   (NaN for one-token outputs)
   e2e_s    = last token − arrival               itl_mean_s = tpot_s (mean gap between tokens)
 The step frame holds *runs* of identical-composition steps (`num_steps` ≥ 1); the inter-token
-latency distribution `itl_s` weights each run's mean step time by the decode tokens it produced.
+latency distribution `itl_s` (percentiles, mean and max) weights each run's mean step time by the
+decode tokens it produced — steps inside a run differ by a few context tokens' KV reads, so the
+mean stands for each of them.
 Throughputs divide by the makespan (first arrival → last completion).
 """
 
@@ -35,7 +37,7 @@ def _weighted_pcts(values: np.ndarray, weights: np.ndarray) -> dict[str, float]:
     keep = weights > 0
     values, weights = values[keep], weights[keep]
     if values.size == 0:
-        return {f"p{p}": float("nan") for p in PERCENTILES} | {"mean": float("nan")}
+        return {f"p{p}": float("nan") for p in PERCENTILES} | {"mean": float("nan"), "max": float("nan")}
     order = np.argsort(values, kind="stable")
     v, cw = values[order], np.cumsum(weights[order])
     out = {}
@@ -43,6 +45,7 @@ def _weighted_pcts(values: np.ndarray, weights: np.ndarray) -> dict[str, float]:
         i = int(np.searchsorted(cw, cw[-1] * p / 100.0, side="left"))
         out[f"p{p}"] = float(v[min(i, v.size - 1)])
     out["mean"] = float(np.average(values, weights=weights))
+    out["max"] = float(v[-1])
     return out
 
 
