@@ -191,9 +191,9 @@ def cumulative_cost(costs: list[tuple[str, Any]]) -> go.Figure:
 
 
 def bars(names: list[str], values: list[float], *, title: str, y: str, text: list[str]) -> go.Figure:
-    fig = go.Figure(go.Bar(x=names, y=values, text=text, textposition="outside",
+    fig = go.Figure(go.Bar(x=names, y=values, text=text, textposition="outside", cliponaxis=False,
                            marker_color=[PALETTE[i % len(PALETTE)] for i in range(len(names))]))
-    fig.update_yaxes(rangemode="tozero")
+    fig.update_yaxes(range=[0, max([v for v in values if v == v] + [0]) * 1.18 or 1])
     return style(fig, title=title, y=y, height=300)
 
 

@@ -137,4 +137,21 @@ def render(built: Built) -> None:
     table = ui_calls.call(compare, [c for _, c in costs])
     if table is not None:
         table.columns = names
-        st.dataframe(table.astype(str), width="stretch")
+        st.dataframe(table.apply(lambda row: row.map(lambda v: _cell(str(row.name), v)), axis=1), width="stretch")
+
+
+def _cell(row: str, v) -> str:
+    """The comparison table in the page's units: dollars as money, rates as req/s, counts as integers."""
+    if v is None or (isinstance(v, float) and v != v):
+        return "—"
+    if isinstance(v, bool) or isinstance(v, str):
+        return str(v)
+    if row.endswith("_usd") or "usd_per" in row:
+        return ch.fmt_usd(v)
+    if "qps" in row:
+        return ch.fmt_qps(v)
+    if row.endswith("_kwh"):
+        return f"{v:,.0f} kWh"
+    if row == "break_even_month":
+        return f"month {int(v)}"
+    return f"{v:,.0f}" if float(v).is_integer() or abs(v) >= 1000 else f"{v:,.4g}"

@@ -310,3 +310,25 @@ def test_calibration_view_shows_the_profile_in_use_and_its_fidelity(tmp_path):
 
     at.text_input(key="sc.engine.profile").set_value("roofline").run()
     assert any("roofline (uncalibrated)" in i.value for i in at.info)
+
+
+def test_capacity_report_downloads_are_the_cli_report(tmp_path):
+    from typer.testing import CliRunner
+
+    from planner_ui import ui_calls
+    from planner_ui.cli import app
+
+    at = start_with(SMALL, "Capacity")
+    at.button(key="cap_build_report").click().run()
+    assert_no_traceback(at)
+    labels = [d.label for d in at.get("download_button")]
+    assert "Download report.html" in labels and "Download report.md" in labels
+
+    peak = at.number_input(key=f"cap.peak_qps.{SMALL.digest()}").value
+    path, out = tmp_path / "small.yaml", tmp_path / "report.md"
+    path.write_text(scenario_to_yaml(SMALL))
+    res = CliRunner().invoke(app, ["report", str(path), "-o", str(out), "--peak-qps", str(peak), "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    html, md = ui_calls.report_files(SMALL.digest(), SMALL, float(peak))
+    assert md == out.read_text()
+    assert html.lstrip().lower().startswith("<!doctype html")
