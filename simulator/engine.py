@@ -33,7 +33,7 @@ from models.errors import LifecostError
 from simulator.kv_cache import KVCacheManager, blocks_for
 from simulator.predictor import StepTimePredictor, make_predictor
 from simulator.result import Result, build_requests_frame
-from simulator.scheduler import RequestState, Scheduler
+from simulator.scheduler import RequestState, Scheduler, check_engine
 
 ProgressFn = Callable[[int, int], None]  # (requests finished, total)
 
@@ -245,6 +245,7 @@ def simulate(
     if num_requests is not None and num_requests < 1:
         raise LifecostError(f"{num_requests} requests", field="num_requests", fix="ask for at least one request")
     e = scenario.engine
+    check_engine(e)
     if requests is None:
         from simulator.workload import generate_requests
 

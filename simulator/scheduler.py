@@ -87,22 +87,27 @@ class RequestState:
         self.hit_v = self.prefix_hit_tok.data
 
 
+def check_engine(engine) -> None:
+    """Refuse engine configs vLLM itself refuses (its `SchedulerConfig` checks), naming the field."""
+    if engine.max_num_batched_tokens < engine.max_num_seqs:
+        raise LifecostError(
+            f"max_num_batched_tokens ({engine.max_num_batched_tokens}) is below max_num_seqs ({engine.max_num_seqs})",
+            field="engine.max_num_batched_tokens",
+            fix="raise it to at least max_num_seqs (vLLM refuses this too)",
+        )
+    if not engine.enable_chunked_prefill and engine.max_num_batched_tokens < engine.max_model_len_tok:
+        raise LifecostError(
+            f"without chunked prefill a {engine.max_model_len_tok}-token prompt cannot fit a {engine.max_num_batched_tokens}-token step",
+            field="engine.max_num_batched_tokens",
+            fix="raise it to max_model_len_tok or enable chunked prefill (vLLM refuses this too)",
+        )
+
+
 class Scheduler:
     """One replica's scheduler over a shared `RequestState` and its own `KVCacheManager`."""
 
     def __init__(self, requests, output_tok: np.ndarray, engine, kv: KVCacheManager, state: RequestState):
-        if engine.max_num_batched_tokens < engine.max_num_seqs:
-            raise LifecostError(
-                f"max_num_batched_tokens ({engine.max_num_batched_tokens}) is below max_num_seqs ({engine.max_num_seqs})",
-                field="engine.max_num_batched_tokens",
-                fix="raise it to at least max_num_seqs (vLLM refuses this too)",
-            )
-        if not engine.enable_chunked_prefill and engine.max_num_batched_tokens < engine.max_model_len_tok:
-            raise LifecostError(
-                f"without chunked prefill a {engine.max_model_len_tok}-token prompt cannot fit a {engine.max_num_batched_tokens}-token step",
-                field="engine.max_num_batched_tokens",
-                fix="raise it to max_model_len_tok or enable chunked prefill (vLLM refuses this too)",
-            )
+        check_engine(engine)
         self.kv = kv
         self.st = state
         self.bs = kv.block_size_tok
