@@ -87,9 +87,16 @@ def load_runs(path: str | Path) -> Runs:
     if not files:
         raise LifecostError(f"no *.jsonl run logs under {p}", field="--runs",
                             fix="run `lifecost calibrate all` (or train/serve) first")
+    by_key: dict[str, dict[str, Any]] = {}
     records: list[dict[str, Any]] = []
     for f in files:
-        records += list(RunLog(f).records())
+        for rec in RunLog(f).records():
+            key = rec.get("key")
+            if key is None:
+                records.append(rec)
+            elif key not in by_key:  # a measurement repeated in two logs (a check run, a resumed sweep): keep the first
+                by_key[key] = rec
+                records.append(rec)
     probe = None
     folder = p if p.is_dir() else p.parent
     for cand in (folder / "probe.json", folder.parent / "probe.json"):
@@ -148,8 +155,13 @@ def gpu_card_for(name: str, ceilings: Ceilings, probe: dict[str, Any] | None = N
 
 
 # ------------------------------------------------------------------------------- features
-def _unit_profile(k: int, ceilings: Ceilings) -> Profile:
+def _basis_profile(k: int, ceilings: Ceilings) -> Profile:
+    """A Profile with c0_s = 1 s and, for k ≥ 1, coefficient k = 1 (all others 0).
+
+    The predictor refuses a step-time section with c0_s = c2 = 0 (a decode step would take no
+    time), so the basis keeps c0_s = 1 in every member and the fit subtracts it back out."""
     coeffs = dict.fromkeys(COEFF_NAMES, 0.0)
+    coeffs["c0_s"] = 1.0
     coeffs[COEFF_NAMES[k]] = 1.0
     return Profile(
         gpu=ProfileGpu(name="basis", catalog_name="basis"), engine=ProfileEngine(name="basis", version="0"),
@@ -160,16 +172,20 @@ def _unit_profile(k: int, ceilings: Ceilings) -> Profile:
 
 def basis_predictors(card: ModelCard, gpu: GpuCard, ceilings: Ceilings, quant: str = "bf16",
                      kv_dtype: str = "bf16") -> list[FittedPredictor]:
-    """One `FittedPredictor` per coefficient, with that coefficient 1 and the others 0."""
-    return [FittedPredictor(_unit_profile(k, ceilings), card, gpu, quant, kv_dtype) for k in range(len(COEFF_NAMES))]
+    """One `FittedPredictor` per coefficient k: c0_s = 1 s plus coefficient k = 1."""
+    return [FittedPredictor(_basis_profile(k, ceilings), card, gpu, quant, kv_dtype) for k in range(len(COEFF_NAMES))]
 
 
 def feature_row(basis: list[FittedPredictor], steps: Iterable[StepFeatures]) -> np.ndarray:
-    """Σ over the steps of each basis predictor's step time: the row whose dot product with the
-    coefficients is the predicted time of those steps (the predictor is linear in them)."""
+    """Σ over the steps of each coefficient's feature — the row whose dot product with the
+    coefficients is the predicted time of those steps (the predictor is linear in them).
+    Feature 0 is the number of steps (c0_s's seconds); feature k ≥ 1 is basis k's step time minus
+    basis 0's."""
     row = np.zeros(len(basis))
     for f in steps:
-        row += [p.step_time_s(f) for p in basis]
+        t = [p.step_time_s(f) for p in basis]
+        row[0] += t[0]
+        row[1:] += np.subtract(t[1:], t[0])
     return row
 
 
@@ -186,6 +202,7 @@ class StepObservation:
     time_s: float
     source: str  # "step" (per-step record), "decode" (burst window), "prefill" (TTFT at N = 1)
     record_key: str = ""
+    model: str = ""  # card name: which basis prices these steps
 
 
 def prefill_chunks(prompt_tok: int, budget_tok: int) -> list[StepFeatures]:
@@ -272,32 +289,38 @@ def record_observations(rec: dict[str, Any]) -> list[StepObservation]:
     the burst-derived decode/prefill points."""
     steps = rec.get("steps")
     if steps:
-        key = rec.get("key", "")
-        return [StepObservation((vllm_step_features(s),), float(s["step_time_s"]), "step", key)
-                for s in steps if s.get("step_time_s") and s.get("num_seqs")]
-    if (rec.get("workload") or {}).get("kind") == "burst":
-        return burst_observations(rec)
-    return []
+        obs = [StepObservation((vllm_step_features(s),), float(s["step_time_s"]), "step", rec.get("key", ""))
+               for s in steps if s.get("step_time_s") and s.get("num_seqs")]
+    elif (rec.get("workload") or {}).get("kind") == "burst":
+        obs = burst_observations(rec)
+    else:
+        obs = []
+    for o in obs:
+        o.model = str(rec.get("model", ""))
+    return obs
 
 
 # ----------------------------------------------------------------------------------- fits
-def nnls_relative(a: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Non-negative x minimising Σ ((a·x − y)/y)²: NNLS on rows scaled by 1/y, each column scaled to
-    unit norm first so seconds-sized and microsecond-sized features are solved alike."""
+def nnls_relative(a: np.ndarray, y: np.ndarray, lower: np.ndarray | None = None) -> np.ndarray:
+    """x ≥ `lower` (default 0) minimising Σ ((a·x − y)/y)²: NNLS on rows scaled by 1/y for the
+    excess x − lower (target 1 − a·lower/y), each column scaled to unit norm first so seconds-sized
+    and microsecond-sized features are solved alike."""
     from scipy.optimize import nnls
 
+    lower = np.zeros(a.shape[1]) if lower is None else np.asarray(lower, float)
     w = a / y[:, None]
     norms = np.linalg.norm(w, axis=0)
     norms[norms == 0] = 1.0
-    x, _ = nnls(w / norms, np.ones(len(y)), maxiter=50 * a.shape[1])
-    return x / norms
+    u, _ = nnls(w / norms, 1.0 - w @ lower, maxiter=50 * a.shape[1])
+    return lower + u / norms
 
 
 def fit_stats(pred: np.ndarray, y: np.ndarray) -> FitStats:
     """n, R² (on the measured values) and mean absolute percentage error (fraction)."""
     ss_res = float(np.sum((pred - y) ** 2))
     ss_tot = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res == 0 else 0.0)
+    exact = ss_res <= 1e-20 * float(np.sum(y**2))
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 and not exact else (1.0 if exact else 0.0)
     return FitStats(n_points=len(y), r2=min(r2, 1.0), mape=float(np.mean(np.abs(pred - y) / y)))
 
 
@@ -310,15 +333,26 @@ class StepTimeFit:
     predicted_s: np.ndarray = field(repr=False)
 
 
-def fit_step_time(observations: list[StepObservation], basis: list[FittedPredictor]) -> StepTimeFit:
-    """NNLS of the DESIGN.md step-time coefficients on `observations` (relative error)."""
+def fit_step_time(observations: list[StepObservation], basis: list[FittedPredictor] | dict[str, list[FittedPredictor]],
+                  lower: dict[str, float] | None = None) -> StepTimeFit:
+    """NNLS of the DESIGN.md step-time coefficients on `observations` (relative error).
+
+    `basis`: one model's basis predictors, or {card name: basis} when the observations span models.
+    `lower`: floors for coefficients, e.g. {"c1": 1, "c2": 1} on a GPU — a GEMM cannot beat the
+    measured GEMM ceiling, nor can the weights stream faster than the measured copy bandwidth.
+    The floors matter because one model's runs cannot tell c0_s from c2 (the weights are the same
+    bytes every step): the floor puts the physically required part in c2 and the rest in c0_s.
+    """
     obs = [o for o in observations if o.time_s > 0 and math.isfinite(o.time_s)]
     if len(obs) < 2:
         raise LifecostError(f"{len(obs)} usable step observations; the step-time fit needs several",
                             field="--runs", fix="include a serving sweep (bursts at several batch sizes and prompt lengths)")
-    a = feature_matrix(basis, obs)
+    if isinstance(basis, dict):
+        a = np.array([feature_row(basis[o.model], o.steps) for o in obs])
+    else:
+        a = feature_matrix(basis, obs)
     y = np.array([o.time_s for o in obs])
-    x = nnls_relative(a, y)
+    x = nnls_relative(a, y, np.array([(lower or {}).get(k, 0.0) for k in COEFF_NAMES]))
     pred = a @ x
     by_source = {}
     for src in sorted({o.source for o in obs}):
@@ -368,45 +402,52 @@ class TrainingFit:
     predicted_s: np.ndarray = field(repr=False)
 
 
-def fit_training(records: list[dict[str, Any]], fit_model: str, gpu: GpuCard) -> TrainingFit | None:
-    """MFU per setup, per-layer overhead and memory overhead from the FIT model's successful runs.
+def fit_training(records: list[dict[str, Any]], fit_model: str, gpu: GpuCard, ceilings: Ceilings | None = None) -> TrainingFit | None:
+    """The `TrainingTerms` step-time coefficients and memory overhead from the FIT model's runs.
 
-    Step time t = Σ_setups [setup]·FLOPs/peak · (1/mfu_setup) + num_layers · layer_overhead_s is
-    linear in (1/mfu_setup…, layer_overhead_s): one NNLS on relative error. Memory: the median of
-    (measured peak reserved − analytic plan without its overhead term).
+    Step time is linear in (1/mfu, adapter_bytes_per_elem, layer_overhead_s, layer_overhead_ckpt_s):
+    one NNLS on relative error. The FLOP term cannot run faster than the GEMM ceiling the probe
+    measured, so 1/mfu ≥ datasheet peak / measured GEMM rate: we solve for the excess u ≥ 0 in
+    1/mfu = lower bound + u (NNLS on the residual target), which keeps the fit inside physics
+    when the other terms could otherwise explain the time with an impossible MFU.
+    Memory: the median of (measured peak reserved − analytic plan), ≥ 0 — the caching allocator's
+    slack and the CUDA workspaces beyond the plan's default overhead.
     """
     from models.memory import TRAIN_OVERHEAD_GIB
-    from simulator.training import _train_memory_terms, train_step_flops
+    from simulator.training import _train_memory_terms, adapter_elems, train_step_flops
 
     runs = [r for r in records if r.get("kind") == "train" and r.get("model") == fit_model and not r.get("error")
             and r.get("step_time_s")]
     if not runs:
         return None
-    setups = sorted({setup_key(r) for r in runs})
-    peak = gpu.bf16_tflops * 1e12
-    a = np.zeros((len(runs), len(setups) + 1))
+    peak, bw = gpu.bf16_tflops * 1e12, gpu.hbm_tb_s * 1e12
+    lower = 1.0
+    if ceilings is not None and ceilings.gemm_bf16_tflops:
+        lower = max(1.0, gpu.bf16_tflops / ceilings.gemm_bf16_tflops)
+    a = np.zeros((len(runs), 4))
     y = np.array([float(r["step_time_s"]) for r in runs])
     for i, r in enumerate(runs):
-        card = card_of(r)
-        a[i, setups.index(setup_key(r))] = train_step_flops(card, **_train_kwargs(r)) / peak
-        a[i, -1] = card.num_layers
-    x = nnls_relative(a, y)
+        card, kw = card_of(r), _train_kwargs(r)
+        a[i, 0] = train_step_flops(card, **kw) / peak
+        a[i, 1] = adapter_elems(card, **kw) / bw
+        a[i, 2 + int(kw["grad_ckpt"])] = card.num_layers
+    x = nnls_relative(a, y, np.array([lower, 0.0, 0.0, 0.0]))
     pred = a @ x
-    mfu_by_setup = {s: float(min(1.0, 1.0 / x[k])) for k, s in enumerate(setups) if x[k] > 0}
-    if not mfu_by_setup:
-        raise LifecostError("the training fit found no FLOP-bound component in the runs", field="--runs",
-                            fix="include runs with longer sequences or larger micro-batches")
-    weights = [sum(setup_key(r) == s for r in runs) for s in mfu_by_setup]
-    mfu = float(np.average(list(mfu_by_setup.values()), weights=weights))
+    effective = {}
+    for s in sorted({setup_key(r) for r in runs}):
+        idx = [i for i, r in enumerate(runs) if setup_key(r) == s]
+        effective[s] = float(np.mean(a[idx, 0] / y[idx]))
     mem_runs = [r for r in runs if r.get("max_reserved_gib")]
     overhead, mem_stats = TRAIN_OVERHEAD_GIB, None
     if mem_runs:
         base = np.array([_train_memory_terms(card_of(r), gpu, **_train_kwargs(r), **_memory_setup(r)) for r in mem_runs])
         measured = np.array([float(r["max_reserved_gib"]) for r in mem_runs])
+        base = base + TRAIN_OVERHEAD_GIB  # the plan's default overhead; the Profile adds what it misses
         overhead = float(max(0.0, np.median(measured - base)))
         mem_stats = fit_stats(base + overhead, measured)
-    terms = TrainingTerms(mfu=mfu, memory_overhead_gib=overhead, fit=fit_stats(pred, y), mfu_by_setup=mfu_by_setup,
-                          layer_overhead_s=float(x[-1]), memory_fit=mem_stats, fit_model=fit_model)
+    terms = TrainingTerms(mfu=float(min(1.0, 1.0 / x[0])), memory_overhead_gib=overhead, fit=fit_stats(pred, y),
+                          adapter_bytes_per_elem=float(x[1]), layer_overhead_s=float(x[2]), layer_overhead_ckpt_s=float(x[3]),
+                          effective_mfu=effective, memory_fit=mem_stats, fit_model=fit_model)
     return TrainingFit(terms, runs, pred)
 
 
@@ -472,13 +513,16 @@ def fit_profile(runs: Runs, *, command: str, serve_fit_model: str | None = None,
         basis = basis_predictors(card, gpu, ceilings)
         obs = [o for r in fit_recs for o in record_observations(r)]
         say(f"step-time fit: {len(obs)} observations from {len(fit_recs)} {serve_fit_model} bursts")
-        step_fit = fit_step_time(obs, basis)
+        # On a GPU no term can beat the probe's ceilings (c1…c4 ≥ 1). A CPU gets no floors: a small
+        # model's weights sit in its last-level cache, faster than the DRAM copy the probe measures.
+        floors = {} if gpu.vendor == "cpu" else dict.fromkeys(COEFF_NAMES[1:], 1.0)
+        step_fit = fit_step_time(obs, {serve_fit_model: basis}, lower=floors)
         backend = fit_recs[0].get("backend", "vllm")
         engine = ProfileEngine(name=ENGINE_NAMES.get(backend, backend), version=str(fit_recs[0].get("engine_version", "unknown")))
         energy = fit_energy(fit_recs)
     train = runs.of("train")
     train_fit_model = train_fit_model or _smallest_model([r for r in train if not r.get("error")])
-    training_fit = fit_training(train, train_fit_model, gpu) if train_fit_model else None
+    training_fit = fit_training(train, train_fit_model, gpu, ceilings) if train_fit_model else None
     if training_fit:
         say(f"training fit: {len(training_fit.runs)} {train_fit_model} runs")
     if engine is None:

@@ -229,23 +229,29 @@ class Fidelity:
                 "serving": self.serving, "training": self.training, "summary": self.summary()}
 
     def summary(self) -> dict[str, Any]:
-        """Per set (fit / held-out): mean and max |error| of each metric, and the targets met."""
+        """Per set (fit / held-out, and held-out per model): mean and max |error| of each metric,
+        and whether the held-out targets are met."""
         out: dict[str, Any] = {}
         for kind, rows, metrics, targets in (("serving", self.serving, SERVING_METRICS, SERVING_TARGET),
                                              ("training", self.training, TRAINING_METRICS, TRAINING_TARGET)):
-            for s in ("fit", "held-out"):
-                sel = [r for r in rows if r["set"] == s and "metrics" in r]
+            groups: list[tuple[str, str, str | None]] = [(f"{kind} fit", "fit", None), (f"{kind} held-out", "held-out", None)]
+            held_models = sorted({r["model"] for r in rows if r["set"] == "held-out" and "metrics" in r})
+            if len(held_models) > 1:
+                groups += [(f"{kind} held-out {m}", "held-out", m) for m in held_models]
+            for name, s, model in groups:
+                sel = [r for r in rows if r["set"] == s and "metrics" in r and (model is None or r["model"] == model)]
                 if not sel:
                     continue
                 stats = {}
                 for m in metrics:
-                    errs = [abs(r["metrics"][m]["error"]) for r in sel if m in r["metrics"] and math.isfinite(r["metrics"][m]["error"])]
+                    errs = [abs(r["metrics"][m]["error"]) for r in sel
+                            if m in r["metrics"] and r["metrics"][m]["error"] is not None and math.isfinite(r["metrics"][m]["error"])]
                     if errs:
                         stats[m] = {"n": len(errs), "mean_abs_error": float(np.mean(errs)), "max_abs_error": float(np.max(errs))}
                 block: dict[str, Any] = {"runs": len(sel), "metrics": stats}
                 if s == "held-out":
                     block["targets"] = {m: {"target": t, "met": stats[m]["mean_abs_error"] <= t} for m, t in targets.items() if m in stats}
-                out[f"{kind}_{s}"] = block
+                out[name] = block
         return out
 
 
@@ -301,7 +307,7 @@ def fidelity_markdown(fid: Fidelity) -> str:
              "Errors are (predicted − measured) / measured. FIT runs were used to fit the Profile; "
              "HELD-OUT runs were not (other model sizes, other loads).", "", "## Summary (mean |error|, max |error|)", ""]
     for name, block in s.items():
-        lines += [f"### {name.replace('_', ' ')} ({block['runs']} runs)", "", "| metric | mean abs error | max abs error | target |",
+        lines += [f"### {name} ({block['runs']} runs)", "", "| metric | mean abs error | max abs error | target |",
                   "|---|---:|---:|---|"]
         for m, st in block["metrics"].items():
             tgt = block.get("targets", {}).get(m)

@@ -96,11 +96,33 @@ class StepTimeCoeffs(_Section):
 
 
 class TrainingTerms(_Section):
-    """Measured training terms: model FLOPs utilisation and memory beyond the analytic plan."""
+    """Measured training terms: step-time model coefficients and memory beyond the analytic plan.
+
+    Step time of one micro-batch (`simulator.training.train_step_time_s`):
+        t = FLOPs / (peak_bf16 · mfu)                                  GEMMs and attention
+          + adapter_bytes_per_elem · adapter_elems / HBM_BW            LoRA adapters' fp32 traffic
+          + num_layers · (layer_overhead_ckpt_s if checkpointing else layer_overhead_s)
+    with peak_bf16 and HBM_BW the GPU card's datasheet figures (MFU convention of PaLM, Chowdhery
+    et al. 2022, App. B), FLOPs = `train_flops_per_token` × tokens, and adapter_elems = tokens ×
+    passes (2, 3 with recompute) × Σ over adapted matrices of (d_in + d_out): peft casts each
+    adapted layer's input to its fp32 adapters and the fp32 result back, an elementwise cost
+    that no FLOP count sees. The per-layer terms are host time (kernel launches, autograd,
+    checkpoint bookkeeping, the per-tensor optimizer update) that the GPU does not hide.
+    `effective_mfu` reports, per "<method>/ckpt<0|1>" setup, the measured FLOPs / (time × peak)
+    averaged over the fit runs (what the classic one-number MFU would have been).
+    Peak memory (`train_peak_memory_gib`) = `models.memory.training_memory_plan` (its default
+    overhead included) + `memory_overhead_gib`, the measured peak reserve beyond it.
+    """
 
     mfu: float = Field(gt=0.0, le=1.0)
     memory_overhead_gib: float = Field(0.0, ge=0.0)
     fit: FitStats | None = None
+    adapter_bytes_per_elem: float = Field(0.0, ge=0.0)
+    layer_overhead_s: float = Field(0.0, ge=0.0)
+    layer_overhead_ckpt_s: float = Field(0.0, ge=0.0)
+    effective_mfu: dict[str, float] = Field(default_factory=dict)
+    memory_fit: FitStats | None = None
+    fit_model: str | None = None  # model card whose runs were fitted, for provenance
 
 
 class EnergyTerms(_Section):

@@ -254,6 +254,12 @@ def trainable_params(card: ModelCard, method: str, lora_r: int, lora_targets: st
 
 def measured_training_terms(gpu_name: str) -> tuple[float, float, str] | None:
     """(mfu, memory overhead GiB, where) from a calibrated Profile of this GPU with training terms."""
+    found = measured_training_profile(gpu_name)
+    return (found[0].mfu, found[0].memory_overhead_gib, found[1]) if found else None
+
+
+def measured_training_profile(gpu_name: str):
+    """(TrainingTerms, where) of a calibrated Profile of this GPU with training terms, or None."""
     try:
         from models.profile import ENGINE_PREFERENCE, find_profile
     except ImportError:
@@ -264,7 +270,7 @@ def measured_training_terms(gpu_name: str) -> tuple[float, float, str] | None:
         except LifecostError:
             continue  # an unreadable profile must not stop planning; the datasheet default applies
         if prof is not None and prof.training is not None:
-            return prof.training.mfu, prof.training.memory_overhead_gib, f"measured (Profile {prof.key}, {prof.created_utc})"
+            return prof.training, f"measured (Profile {prof.key}, {prof.created_utc})"
     return None
 
 
@@ -347,13 +353,16 @@ def plan_training(
     dataset_tok = Band(t.samples * n_epochs.low * tok_per_sample.low, t.samples * n_epochs.mid * tok_per_sample.mid, t.samples * n_epochs.high * tok_per_sample.high)
 
     # MFU: explicit > measured Profile > GPU card default. A Profile's measured memory beyond the
-    # analytic plan (allocator fragmentation, CUDA context, kernels' workspaces) is added to it.
-    found = measured_training_terms(gpu.name) if use_profile else None
-    extra_gib = found[1] if found else 0.0
+    # analytic plan (allocator fragmentation, CUDA context, kernels' workspaces) is added to it, and
+    # its step-time model (`train_step_time_s`: FLOPs at the GEMM efficiency + LoRA adapter traffic
+    # + per-layer host time) times each micro-batch; the MFU shown is then the effective one.
+    found = measured_training_profile(gpu.name) if use_profile else None
+    extra_gib = found[0].memory_overhead_gib if found else 0.0
+    step_terms = found[0] if (found and mfu is None) else None
     if mfu is not None:
         mfu_b, mfu_source = Band.of(mfu), "given"
     elif found:
-        mfu_b, mfu_source = Band.of(found[0]), found[2]
+        mfu_b, mfu_source = Band.of(found[0].mfu), found[1]
     else:
         mfu_b, mfu_source = Band.of(gpu.mfu_training), f"{gpu.name} card default"
     if not (0.0 < mfu_b.low and mfu_b.high <= 1.0):
@@ -373,6 +382,10 @@ def plan_training(
     def timing(micro_batch: int, ckpt: bool, tokens: float, mfu_v: float) -> tuple[float, float, CommModel]:
         fpt = train_flops_per_token(card, t.method, t.seq_len_tok, ckpt, lora_r=t.lora_r, lora_targets=t.lora_targets)
         accum = max(1, math.ceil(t.micro_batch / micro_batch))
+        if step_terms is not None:  # the calibrated step model gives the effective MFU of this shape
+            step_s = train_step_time_s(card, gpu, terms=step_terms, method=t.method, seq_len_tok=t.seq_len_tok, micro_batch=micro_batch,
+                                       grad_ckpt=ckpt, lora_r=t.lora_r, lora_targets=t.lora_targets)
+            mfu_v = fpt * micro_batch * t.seq_len_tok / (peak * step_s)
         mb_s = fpt * micro_batch * t.seq_len_tok / (peak * mfu_v)
         # backward share of one micro-batch: everything but the first forward (recompute sits in backward)
         backward_share = (fpt - fwd_only) / fpt
@@ -409,6 +422,11 @@ def plan_training(
     accum = max(1, math.ceil(t.micro_batch / mb))
 
     fpt, _, comm = timing(mb, ck, dataset_tok.mid, mfu_b.mid)
+    if step_terms is not None:  # show the effective MFU of the chosen shape under the step model
+        step_s = train_step_time_s(card, gpu, terms=step_terms, method=t.method, seq_len_tok=t.seq_len_tok, micro_batch=mb,
+                                   grad_ckpt=ck, lora_r=t.lora_r, lora_targets=t.lora_targets)
+        mfu_b = Band.of(fpt * mb * t.seq_len_tok / (peak * step_s))
+        mfu_source += " — effective, from its step-time model"
     total_flops = dataset_tok * fpt
     # low time: few tokens at high MFU; high time: many tokens at low MFU
     compute_s = Band(
@@ -591,3 +609,71 @@ def plan_training_for(
 
 _PLAN_KWARGS = {"mfu", "sheet", "failures", "train_power_fraction", "inter_node_gb_s", "checkpoint_write_gb_s", "use_profile"}
 
+
+
+# --- one training step on one GPU: what calibration fits and validation replays -------------------
+def _train_memory_terms(card: ModelCard, gpu: GpuCard, *, method: str, seq_len_tok: int, micro_batch: int, grad_ckpt: bool,
+                        lora_r: int = 16, lora_targets: str = "all-linear", optimizer: str = "adamw",
+                        master_weights: bool = True, optimizer_state_bytes: float | None = None) -> float:
+    """GiB of the analytic plan *without* its default overhead, for the run's precision setup.
+
+    `master_weights=False` drops the fp32 master copy (pure-bf16 training); `optimizer_state_bytes`
+    sets the bytes of each of AdamW's two states (2 when they are kept in bf16).
+    """
+    from models.memory import training_memory_plan
+
+    mp = training_memory_plan(card, gpu, method=method, seq_len_tok=seq_len_tok, micro_batch=micro_batch, grad_ckpt=grad_ckpt,
+                              optimizer=optimizer, lora_r=lora_r, lora_targets=lora_targets)
+    gib = mp.needed_gib - mp.overhead_gib
+    if not master_weights:
+        gib -= mp.master_weights_gib
+    if optimizer_state_bytes is not None and optimizer == "adamw":
+        gib += mp.trainable_params * 2 * optimizer_state_bytes / GIB - mp.optimizer_gib
+    return gib
+
+
+def train_peak_memory_gib(card: ModelCard, gpu: GpuCard, *, terms=None, method: str, seq_len_tok: int, micro_batch: int,
+                          grad_ckpt: bool, lora_r: int = 16, lora_targets: str = "all-linear", optimizer: str = "adamw",
+                          master_weights: bool = True, optimizer_state_bytes: float | None = None) -> float:
+    """Peak memory of one training step: the analytic plan (`training_memory_plan`, its default
+    overhead included) plus a Profile's measured memory beyond it (`TrainingTerms.memory_overhead_gib`)."""
+    from models.memory import TRAIN_OVERHEAD_GIB
+
+    base = _train_memory_terms(card, gpu, method=method, seq_len_tok=seq_len_tok, micro_batch=micro_batch, grad_ckpt=grad_ckpt,
+                               lora_r=lora_r, lora_targets=lora_targets, optimizer=optimizer, master_weights=master_weights,
+                               optimizer_state_bytes=optimizer_state_bytes)
+    return base + TRAIN_OVERHEAD_GIB + (terms.memory_overhead_gib if terms is not None else 0.0)
+
+
+def train_step_flops(card: ModelCard, *, method: str, seq_len_tok: int, micro_batch: int, grad_ckpt: bool,
+                     lora_r: int = 16, lora_targets: str = "all-linear") -> float:
+    """FLOPs of one optimizer step of one micro-batch (`train_flops_per_token` × tokens)."""
+    return train_flops_per_token(card, method, seq_len_tok, grad_ckpt, lora_r=lora_r, lora_targets=lora_targets) * seq_len_tok * micro_batch
+
+
+def adapter_elems(card: ModelCard, *, method: str, seq_len_tok: int, micro_batch: int, grad_ckpt: bool,
+                  lora_r: int = 16, lora_targets: str = "all-linear") -> float:
+    """Elements of the adapted layers' inputs and outputs that the LoRA path touches in one step:
+    tokens × passes (forward, backward, + recompute) × Σ over adapted matrices of (d_in + d_out)
+    (= active adapter params / r). 0 for a full fine-tune."""
+    if method == "full":
+        return 0.0
+    from models.lora import lora_active_params
+
+    passes = 3 if grad_ckpt else 2
+    return seq_len_tok * micro_batch * passes * lora_active_params(card, lora_r, lora_targets) / lora_r
+
+
+def train_step_time_s(card: ModelCard, gpu: GpuCard, *, terms=None, method: str, seq_len_tok: int, micro_batch: int,
+                      grad_ckpt: bool, lora_r: int = 16, lora_targets: str = "all-linear") -> float:
+    """Seconds of one optimizer step of one micro-batch on one GPU — the formula of
+    `models.profile.TrainingTerms`. Without a Profile's terms: FLOPs at the card's default MFU."""
+    flops = train_step_flops(card, method=method, seq_len_tok=seq_len_tok, micro_batch=micro_batch, grad_ckpt=grad_ckpt,
+                             lora_r=lora_r, lora_targets=lora_targets)
+    if terms is None:
+        return flops / (gpu.bf16_tflops * 1e12 * gpu.mfu_training)
+    elems = adapter_elems(card, method=method, seq_len_tok=seq_len_tok, micro_batch=micro_batch, grad_ckpt=grad_ckpt,
+                          lora_r=lora_r, lora_targets=lora_targets)
+    per_layer = terms.layer_overhead_ckpt_s if grad_ckpt else terms.layer_overhead_s
+    return (flops / (gpu.bf16_tflops * 1e12 * terms.mfu) + terms.adapter_bytes_per_elem * elems / (gpu.hbm_tb_s * 1e12)
+            + card.num_layers * per_layer)
