@@ -14,8 +14,10 @@ closed-form function of the step index. The loop advances the whole run in ONE t
 (`predictor.run_until_s`). Cost per request is then O(1) events, whatever its output length.
 
 Arrivals come from the sorted arrays directly (`SortedFeed`): no SimPy event per arrival. A
-multi-replica router can give each `Replica` its own feed (anything with `next_arrival_s`,
-`pop_until` and `wait`).
+multi-replica router instead pushes each request, at its arrival time, into the chosen replica's
+`QueueFeed`; the replica then cuts a run in progress at the end of the current step. Replicas
+share one `RequestState` and one `Recorder` (arrays by request id); each has its own scheduler,
+KV cache and predictor (`make_replica`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from __future__ import annotations
 import math
 import time
 from array import array
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -39,16 +43,27 @@ ProgressFn = Callable[[int, int], None]  # (requests finished, total)
 
 
 class ArrivalFeed(Protocol):
+    """Where a replica's requests come from. `presorted` feeds know every future arrival time
+    (the replica then cuts its runs at them); others push requests as they arrive and wake the
+    replica (`Replica.arrival_pending`), which cuts a run at the step in progress."""
+
+    presorted: bool
+
     def take(self, now_s: float, add: Callable[[int], None]) -> float:
         """Hand every request arriving at or before `now_s` to `add` (in arrival order);
         return the next arrival time (inf when none is known)."""
+
+    def exhausted(self) -> bool:
+        """No request will ever come again."""
 
     def wait(self, env: simpy.Environment) -> simpy.Event:
         """An event that fires when the next request may have arrived (the replica is idle)."""
 
 
 class SortedFeed:
-    """Arrivals read straight from a sorted `arrival_s` array (single replica)."""
+    """Arrivals read straight from a sorted `arrival_s` array (single replica): no event per arrival."""
+
+    presorted = True
 
     def __init__(self, arrival_s: np.ndarray):
         self._arr = np.ascontiguousarray(arrival_s, np.float64)
@@ -67,8 +82,62 @@ class SortedFeed:
         self._i = i
         return v[i] if i < n else math.inf
 
+    def exhausted(self) -> bool:
+        return self._i >= self._n
+
     def wait(self, env: simpy.Environment) -> simpy.Event:
         return env.timeout(max(self.next_arrival_s() - env.now, 0.0))
+
+
+class QueueFeed:
+    """Requests pushed to one replica by another SimPy process (a router) at their arrival times.
+
+    The router calls `push(rid)` at the request's arrival and `close()` after the last one. A
+    replica idle on `wait` is woken; one in the middle of a run is told (`arrival_pending`) and
+    cuts the run at the end of the step in progress, as a real engine would see the request at
+    its next scheduling point.
+    """
+
+    presorted = False
+
+    def __init__(self, env: simpy.Environment):
+        self.env = env
+        self._queue: deque[int] = deque()
+        self._closed = False
+        self._wake: simpy.Event | None = None
+        self.replica: Replica | None = None  # set by Replica.start
+
+    def push(self, rid: int) -> None:
+        self._queue.append(rid)
+        self._notify()
+
+    def close(self) -> None:
+        self._closed = True
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._wake is not None and not self._wake.triggered:
+            self._wake.succeed()
+        elif self.replica is not None:
+            self.replica.arrival_pending()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def take(self, now_s: float, add: Callable[[int], None]) -> float:
+        q = self._queue
+        while q:
+            add(q.popleft())
+        return math.inf
+
+    def exhausted(self) -> bool:
+        return self._closed and not self._queue
+
+    def wait(self, env: simpy.Environment) -> simpy.Event:
+        self._wake = env.event()
+        if self._queue or self._closed:
+            self._wake.succeed()
+        return self._wake
 
 
 STEP_COLUMNS = ("start_s", "num_steps", "duration_s", "batch_size", "prefill_tok", "decode_tok", "kv_blocks_used", "replica")
@@ -110,6 +179,22 @@ class Replica:
         self.predictor = predictor
         self.recorder = recorder
         self.replica_id = replica_id
+        self.proc: simpy.Process | None = None
+        self._in_run = False
+
+    def start(self, feed: ArrivalFeed, total: int, progress: ProgressFn | None = None) -> simpy.Process:
+        """Start the replica loop on `feed` (a pushed feed learns which replica to wake)."""
+        if isinstance(feed, QueueFeed):
+            feed.replica = self
+        self.proc = self.env.process(self.process(feed, total, progress))
+        return self.proc
+
+    def arrival_pending(self) -> None:
+        """A request was pushed mid-run: cut the run if the request could join the batch."""
+        s = self.scheduler
+        if self._in_run and len(s.running) < s.max_seqs and (s.priority_policy or not s.num_waiting):
+            self._in_run = False  # one interrupt per run is enough; the loop re-arms it
+            self.proc.interrupt("arrival")
 
     def process(self, feed: ArrivalFeed, total: int, progress: ProgressFn | None = None, progress_every: int = 2000):
         """The replica loop (a SimPy generator). Ends when the feed is exhausted and all requests finished."""
@@ -124,12 +209,13 @@ class Replica:
         inf, fast = math.inf, self.fast_forward
         next_report = progress_every
         t_next = -inf
+        presorted = feed.presorted
         while True:
             now = env.now
-            if t_next <= now:
+            if t_next <= now or not presorted:
                 t_next = take(now, add)
             if not running and not sched.num_waiting:
-                if t_next == inf:
+                if t_next == inf and feed.exhausted():
                     return
                 yield feed.wait(env)
                 continue
@@ -140,7 +226,20 @@ class Replica:
                 f = run_features()
                 admissible = t_next != inf and len(running) < max_seqs and (priority or not waiting)
                 k, dt = run_until(f, k, t_next - now if admissible else inf)
-                yield env.timeout(dt)
+                if presorted:
+                    yield env.timeout(dt)
+                else:  # a pushed arrival may cut the run at the end of the step in progress
+                    end = now + dt
+                    self._in_run = True
+                    while True:
+                        try:
+                            yield env.timeout(max(end - env.now, 0.0))
+                            break
+                        except simpy.Interrupt:
+                            k_cut, dt_cut = run_until(f, k, env.now - now)
+                            if k_cut < k:
+                                k, dt, end = k_cut, dt_cut, now + dt_cut
+                    self._in_run = False
                 finished = advance(k)
                 log((now, k, dt, f.num_seqs, 0, f.decode_tok, sched.run_peak_blocks, tag))
                 first = ()
@@ -217,25 +316,29 @@ def kv_capacity_blocks(scenario, card, gpu) -> int:
     return blocks
 
 
-def simulate(
+@dataclass
+class SimSetup:
+    """Everything a simulation needs, validated once: shared by all replicas of a run."""
+
+    scenario: object
+    requests: object
+    output_tok: np.ndarray  # output lengths capped at the context limit
+    kv_blocks: int  # per replica
+    predictor: StepTimePredictor
+    t0: float  # perf_counter at the start, for sim_wall_s
+
+
+def prepare(
     scenario,
     requests=None,
     *,
     num_requests: int | None = None,
     rate_qps: float | None = None,
     seed: int | None = None,
-    progress: ProgressFn | None = None,
     predictor: StepTimePredictor | None = None,
     kv_blocks: int | None = None,
-    fast_forward: bool = True,
-) -> Result:
-    """Simulate one replica serving a Scenario's workload (or the given `Requests`).
-
-    `num_requests` / `rate_qps` / `seed` override the Scenario's workload. `predictor` and
-    `kv_blocks` override what the Scenario implies (tests and calibration replay use them);
-    `fast_forward=False` simulates every step as its own event (slow; the reference for tests).
-    Same inputs ⇒ identical `Result` (besides `sim_wall_s`).
-    """
+) -> SimSetup:
+    """Validate the inputs, generate the requests if none are given, size the KV cache, pick the predictor."""
     from models.catalog import load_model
     from models.gpus import load_gpu
 
@@ -264,32 +367,68 @@ def simulate(
     elif kv_blocks < blocks_for(e.max_model_len_tok, e.block_size_tok):
         raise LifecostError(f"{kv_blocks} KV blocks cannot hold one {e.max_model_len_tok}-token sequence", field="kv_blocks", fix="give more blocks or a smaller max_model_len_tok")
     predictor = predictor or make_predictor(scenario, card, gpu)
+    return SimSetup(scenario, requests, output_tok, kv_blocks, predictor, t0)
 
-    n = len(requests)
+
+def make_replica(env: simpy.Environment, setup: SimSetup, state: RequestState, recorder: Recorder, replica_id: int = 0, *, fast_forward: bool = True) -> Replica:
+    """One replica with its own scheduler and KV cache over the shared request state and recorder."""
+    e = setup.scenario.engine
+    kv = KVCacheManager(setup.kv_blocks, e.block_size_tok, e.enable_prefix_caching)
+    sched = Scheduler(setup.requests, setup.output_tok, e, kv, state)
+    return Replica(env, sched, setup.predictor, recorder, replica_id, fast_forward=fast_forward)
+
+
+def collect_result(setup: SimSetup, state: RequestState, recorder: Recorder, replicas: list[Replica]) -> Result:
+    """The Result of a finished simulation (checks every request finished)."""
+    n = len(setup.requests)
+    if recorder.finished != n:
+        raise RuntimeError(f"simulation ended with {n - recorder.finished} of {n} requests unfinished (a bug)")
+    e, scenario = setup.scenario.engine, setup.scenario
+    frame = build_requests_frame(setup.requests, setup.output_tok, recorder.sched_s, recorder.first_s, recorder.finish_s, state.preemptions, state.prefix_hit_tok, scenario.slo)
+    frame["generated_tok"] = state.gen  # tokens the scheduler sampled for each request (must equal output_tok)
+    kvs = [r.scheduler.kv for r in replicas]
+    meta = {
+        "scenario": scenario.name,
+        "predictor": setup.predictor.name,
+        "kv_capacity_blocks": setup.kv_blocks,  # per replica
+        "block_size_tok": e.block_size_tok,
+        "num_replicas": len(replicas),
+        "gpus_per_replica": scenario.gpu.tensor_parallel,
+        "kv_evicted_blocks": sum(kv.evicted_blocks for kv in kvs),
+        "kv_blocks_in_use_at_end": sum(kv.used_blocks for kv in kvs),  # 0 when every request freed its blocks
+        "kv_prefix_hit_blocks": sum(kv.hit_blocks for kv in kvs),
+    }
+    steps = recorder.steps_frame()
+    meta["sim_wall_s"] = time.perf_counter() - setup.t0
+    return Result(frame, steps, meta)
+
+
+def simulate(
+    scenario,
+    requests=None,
+    *,
+    num_requests: int | None = None,
+    rate_qps: float | None = None,
+    seed: int | None = None,
+    progress: ProgressFn | None = None,
+    predictor: StepTimePredictor | None = None,
+    kv_blocks: int | None = None,
+    fast_forward: bool = True,
+) -> Result:
+    """Simulate one replica serving a Scenario's workload (or the given `Requests`).
+
+    `num_requests` / `rate_qps` / `seed` override the Scenario's workload. `predictor` and
+    `kv_blocks` override what the Scenario implies (tests and calibration replay use them);
+    `fast_forward=False` simulates every step as its own event (slow; the reference for tests).
+    Same inputs ⇒ identical `Result` (besides `sim_wall_s`).
+    """
+    setup = prepare(scenario, requests, num_requests=num_requests, rate_qps=rate_qps, seed=seed, predictor=predictor, kv_blocks=kv_blocks)
+    n = len(setup.requests)
     env = simpy.Environment()
-    kv = KVCacheManager(kv_blocks, e.block_size_tok, e.enable_prefix_caching)
-    state = RequestState(n)
-    sched = Scheduler(requests, output_tok, e, kv, state)
-    rec = Recorder(n)
-    replica = Replica(env, sched, predictor, rec, fast_forward=fast_forward)
-    env.process(replica.process(SortedFeed(requests.arrival_s), n, progress))
+    state, rec = RequestState(n), Recorder(n)
+    replica = make_replica(env, setup, state, rec, fast_forward=fast_forward)
+    replica.start(SortedFeed(setup.requests.arrival_s), n, progress)
     env.run()
     if progress is not None:
         progress(rec.finished, n)
-    if rec.finished != n:
-        raise RuntimeError(f"simulation ended with {n - rec.finished} of {n} requests unfinished (a bug)")
-    frame = build_requests_frame(requests, output_tok, rec.sched_s, rec.first_s, rec.finish_s, state.preemptions, state.prefix_hit_tok, scenario.slo)
-    frame["generated_tok"] = state.gen  # tokens the scheduler sampled for each request (must equal output_tok)
-    meta = {
-        "scenario": scenario.name,
-        "predictor": predictor.name,
-        "kv_capacity_blocks": kv_blocks,
-        "block_size_tok": e.block_size_tok,
-        "num_replicas": 1,
-        "gpus_per_replica": scenario.gpu.tensor_parallel,
-        "kv_evicted_blocks": kv.evicted_blocks,
-        "kv_blocks_in_use_at_end": kv.used_blocks,  # 0 when every request freed its blocks
-        "kv_prefix_hit_blocks": kv.hit_blocks,
-        "sim_wall_s": time.perf_counter() - t0,
-    }
-    return Result(frame, rec.steps_frame(), meta)
+    return collect_result(setup, state, rec, [replica])
