@@ -85,6 +85,14 @@ def serve_plan(tiny: bool = False) -> list[dict[str, Any]]:
         plan.append({"model": model, "kind": "capacity", "n": 64, "max_prompt_tok": 4096, "max_output_tok": 512})
         plan += [{"model": model, "kind": "poisson", "load": ld, "duration_s": 25.0, "max_prompt_tok": 4096,
                   "max_output_tok": 512} for ld in loads]
+    # Extras once the above is in: a third size (Llama-3.2-3B) and near-saturation loads.
+    plan += [{"model": MID_MODEL, "kind": "burst", "n": n, "prompt_tok": p, "output_tok": 64}
+             for p in (128, 2048) for n in (1, 16, 64)]
+    plan.append({"model": MID_MODEL, "kind": "capacity", "n": 64, "max_prompt_tok": 4096, "max_output_tok": 512})
+    plan += [{"model": MID_MODEL, "kind": "poisson", "load": ld, "duration_s": 25.0, "max_prompt_tok": 4096,
+              "max_output_tok": 512} for ld in (0.5,)]
+    plan += [{"model": m, "kind": "poisson", "load": 0.9, "duration_s": 30.0, "max_prompt_tok": 4096,
+              "max_output_tok": 512} for m in (HELDOUT_MODEL, FIT_MODEL)]
     return plan
 
 
