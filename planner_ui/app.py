@@ -38,6 +38,7 @@ st.markdown(
     unsafe_allow_html=True,
 )
 
+st.session_state["_errors_this_run"] = set()  # ui_calls.report() shows each distinct error once per run
 built = ui_builder.render_sidebar()
 st.session_state["scenario"] = built.scenario  # the validated scenario of this run (None while inputs are invalid)
 

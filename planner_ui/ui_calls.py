@@ -29,6 +29,10 @@ T = TypeVar("T")
 def report(e: BaseException, built: Built | None = None) -> None:
     """Show an error on the page and next to the sidebar field it names."""
     msg = short_error(e)
+    shown = st.session_state.setdefault("_errors_this_run", set())
+    if msg in shown:  # two calls failing for one reason (e.g. a model that does not fit): say it once
+        return
+    shown.add(msg)
     st.error(msg)
     if isinstance(e, LifecostError) and built is not None:
         section = section_of(e.field)
@@ -149,8 +153,10 @@ def memory_plan(digest: str, _scenario: Scenario):
     from models.memory import serving_memory_plan
 
     s = _scenario
+    e = s.engine  # the same arguments as the simulator's `kv_capacity_blocks`
     return serving_memory_plan(load_model(s.model.name), gpu_card(s.gpu.name), s.model.quant, s.model.kv_dtype,
-                               s.engine.gpu_memory_utilization, tensor_parallel=s.gpu.tensor_parallel)
+                               e.gpu_memory_utilization, tensor_parallel=s.gpu.tensor_parallel, max_model_len_tok=e.max_model_len_tok,
+                               max_num_batched_tokens=e.max_num_batched_tokens, max_num_seqs=e.max_num_seqs)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -49,8 +49,10 @@ def render(built: Built) -> None:
         return
     if not answer.meets:
         bar.empty()
-        ui_calls.report_message(f"slo: no configuration meets the SLO at {peak:g} req/s — closest "
-                                f"{', '.join(f'{k}={v}' for k, v in answer.config.items())}: {answer.miss}", "slo", built)
+        memory = (answer.miss or "").startswith("no configuration fits in memory")
+        ui_calls.report_message(f"{'model' if memory else 'slo'}: no configuration meets the SLO at {peak:g} req/s — closest "
+                                f"{', '.join(f'{k}={v}' for k, v in answer.config.items())}: {answer.miss}",
+                                "model" if memory else "slo", built)
         return
     c = st.columns(6)
     ch.card(c[0], "Replicas", ch.fmt_int(answer.replicas), f"{answer.gpus_per_replica} GPU(s) each")

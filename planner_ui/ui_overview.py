@@ -94,8 +94,5 @@ def render(built: Built) -> None:
     mem = ui_calls.call(ui_calls.memory_plan, s.digest(), s, built=built)
     if mem is not None:
         st.plotly_chart(ch.memory_bar(mem), width="stretch", key="ov_mem")
-        if not mem.fits:
-            ui_calls.report_message(f"the model does not fit: needs {ch.fmt_gib(mem.needed_gib)} per GPU, "
-                                    f"{ch.fmt_gib(mem.usable_gib)} usable", "model", built)
     st.download_button("Download scenario YAML", scenario_to_yaml(s), file_name=f"{s.name}.yaml", mime="application/x-yaml",
                        key="dl_scenario_overview")

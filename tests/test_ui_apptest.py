@@ -332,3 +332,11 @@ def test_capacity_report_downloads_are_the_cli_report(tmp_path):
     html, md = ui_calls.report_files(SMALL.digest(), SMALL, float(peak))
     assert md == out.read_text()
     assert html.lstrip().lower().startswith("<!doctype html")
+
+
+def test_a_model_that_does_not_fit_is_reported_once_next_to_the_model_field():
+    at = start_with(SMALL.with_changes(**{"model.name": "Llama-3.1-70B"}))  # bf16 70B on one 80 GB GPU
+    assert_no_traceback(at)
+    page = [e.value for e in at.main.error]
+    assert len(page) == len(set(page)) == 1 and "GiB" in page[0], page
+    assert any("model.name" in e for e in sidebar_errors(at))
