@@ -38,6 +38,9 @@ def render(built: Built) -> None:
                 ch.card(col, label, f"{sheet:{fmt}} {unit}", "datasheet (not measured)")
             else:
                 ch.card(col, label, f"{measured:{fmt}} {unit}", f"{measured / sheet - 1:+.0%} vs datasheet {sheet:{fmt}}")
+        curve = ui_calls.call(ui_calls.decode_step_curve, scenario.digest(), scenario, built=built)
+        if curve is not None:
+            st.plotly_chart(ch.decode_curve(*curve), width="stretch", key="cal_decode")
         if profile is not None:
             st.subheader("Fit quality")
             fit_rows = ui_charts.fit_rows(profile)

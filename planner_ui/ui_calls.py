@@ -101,6 +101,28 @@ def profile_in_use(scenario: Scenario):
     return how, used, used
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def decode_step_curve(digest: str, _scenario: Scenario):
+    """The step-time predictor the simulator uses, asked for one decode step at growing batch
+    sizes, each sequence holding the workload's mean context (mean prompt + half the mean output,
+    from `simulator.cost.mean_tokens_per_request`)."""
+    import pandas as pd
+
+    from simulator.cost import mean_tokens_per_request
+    from simulator.predictor import StepFeatures, make_predictor
+
+    s = _scenario
+    predictor = make_predictor(s)
+    prompt_tok, output_tok = mean_tokens_per_request(s)
+    ctx = max(1, round(prompt_tok + output_tok / 2))
+    sizes = sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, s.engine.max_num_seqs} & set(range(1, s.engine.max_num_seqs + 1)))
+    rows = []
+    for b in sizes:
+        t = predictor.step_time_s(StepFeatures(decode_tok=b, decode_ctx_tok=b * ctx, num_seqs=b))
+        rows.append({"batch": b, "step_s": t, "tok_s": b / t})
+    return pd.DataFrame(rows), ctx, predictor.name
+
+
 FIDELITY_FILE = "fidelity.json"  # `calibrate.validate.write_fidelity`'s default stem, next to the Profile
 
 

@@ -93,6 +93,22 @@ def fidelity_scatter(frame, kind: str) -> go.Figure:
                  x="measured (metric's own unit)", y="predicted by lifecost", height=420)
 
 
+def decode_curve(frame, ctx_tok: int, predictor: str) -> go.Figure:
+    """Decode step time and throughput vs batch size: flat while weights dominate (memory-bound),
+    then rising with the KV reads and FLOPs — where batching stops paying."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Scatter(x=frame["batch"], y=frame["step_s"] * 1e3, mode="lines+markers", name="step time (ms)",
+                             line=dict(color=PALETTE[0], width=3)), secondary_y=False)
+    fig.add_trace(go.Scatter(x=frame["batch"], y=frame["tok_s"], mode="lines+markers", name="decode throughput (tok/s)",
+                             line=dict(color=PALETTE[1], width=3, dash="dash")), secondary_y=True)
+    fig.update_xaxes(type="log", title_text="sequences in the batch (log scale)")
+    fig.update_yaxes(title_text="ms per decode step", rangemode="tozero", secondary_y=False)
+    fig.update_yaxes(title_text="tokens / s", rangemode="tozero", secondary_y=True, showgrid=False)
+    return style(fig, title=f"Predicted decode step ({predictor}), {ctx_tok:,} tokens of context per sequence", height=380)
+
+
 # --------------------------------------------------------------------------- number formats
 # One formatter per unit, used by every page and by the tests that compare with the CLI's JSON.
 

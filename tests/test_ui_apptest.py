@@ -306,7 +306,7 @@ def test_calibration_view_shows_the_profile_in_use_and_its_fidelity(tmp_path):
     assert any("vllm" in s.value and "H100" in s.value for s in at.success)
     shown = cards(at)
     assert shown["bf16 GEMM"] == "770 TFLOP/s" and shown["HBM copy"] == "2.96 TB/s"
-    assert len(at.get("plotly_chart")) == 2  # fitted coefficients + serving fidelity scatter
+    assert len(at.get("plotly_chart")) == 3  # decode step curve, fitted coefficients, serving fidelity scatter
 
     at.text_input(key="sc.engine.profile").set_value("roofline").run()
     assert any("roofline (uncalibrated)" in i.value for i in at.info)

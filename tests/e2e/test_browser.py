@@ -183,7 +183,7 @@ def check_every_view(pg, tmp_path: Path) -> None:
     pg.screenshot(path=str(shots["inside_run"]))
 
     open_view(pg, "Calibration")
-    settle(pg, metrics=3)
+    settle(pg, charts=1, metrics=3)
     assert_no_traceback(pg)
     shots["calibration"] = tmp_path / "calibration.png"
     pg.screenshot(path=str(shots["calibration"]))
