@@ -15,6 +15,9 @@ sizes (DESIGN.md, "The step-time predictor"):
 All per-GPU quantities are divided by the tensor-parallel degree; with TP > 1 each step also pays
 two ring all-reduces per layer of the step's activations (Megatron-LM, Shoeybi et al. 2019, §3:
 one after attention, one after the MLP; a ring all-reduce moves 2·(tp−1)/tp of the buffer).
+With `preemption_mode: swap` a step also copies preempted requests' KV to host memory and back
+over the host link (PCIe; the Profile's measured h2d/d2h rates when present), serialised with
+the step as vLLM v0's swap did (the model waits for the block copies).
 
 Two implementations behind one small interface (`StepTimePredictor`):
 
@@ -61,6 +64,8 @@ class StepFeatures:
     prefill_ctx_tok: int = 0  # Σ over prefill chunks of (cached context + chunk length)
     prefill_attn_pairs: int = 0  # Σ over prefill chunks of n·c + n(n+1)/2 causal (query, key) pairs
     num_seqs: int = 0
+    swap_in_tok: int = 0  # KV tokens copied host → GPU (swapped-out requests readmitted)
+    swap_out_tok: int = 0  # KV tokens copied GPU → host (requests preempted by swap)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,10 +238,14 @@ class RooflinePredictor(_LinePredictor):
         self._s_weights = c.weight_bytes / self.bytes_s * q
         self._s_per_kv_tok = c.kv_bytes_per_tok / self.bytes_s * q
         self._s_comm_per_tok = c.allreduce_bytes_per_tok / c.link_bytes_s if c.allreduce_bytes_per_tok else 0.0
+        host = gpu.host_link_gb_s * 1e9  # datasheet PCIe rate, per direction
+        self._s_swap_in_per_tok = self._s_swap_out_per_tok = c.kv_bytes_per_tok / host
 
     def _lines(self, f: StepFeatures) -> tuple[Line, ...]:
         tokens = f.prefill_tok + f.decode_tok
         comm = tokens * self._s_comm_per_tok
+        if f.swap_in_tok or f.swap_out_tok:
+            comm += f.swap_in_tok * self._s_swap_in_per_tok + f.swap_out_tok * self._s_swap_out_per_tok
         pair, kv = self._s_per_pair, self._s_per_kv_tok
         compute_a = self._s_per_tok * tokens + pair * (f.prefill_attn_pairs + f.decode_ctx_tok) + comm
         memory_a = self._s_weights + kv * (f.decode_ctx_tok + f.prefill_ctx_tok) + comm
@@ -268,12 +277,16 @@ class FittedPredictor(_LinePredictor):
         self._s_per_pair = self.c3 * c.attn_flops_per_pair / self.flops_s * q
         self._s_per_kv_tok = self.c4 * c.kv_bytes_per_tok / self.bytes_s * q
         self._s_comm_per_tok = c.allreduce_bytes_per_tok / c.link_bytes_s if c.allreduce_bytes_per_tok else 0.0
+        self._s_swap_in_per_tok = c.kv_bytes_per_tok / ((ceil.h2d_gb_s or gpu.host_link_gb_s) * 1e9)
+        self._s_swap_out_per_tok = c.kv_bytes_per_tok / ((ceil.d2h_gb_s or gpu.host_link_gb_s) * 1e9)
 
     def _lines(self, f: StepFeatures) -> tuple[Line, ...]:
         tokens = f.prefill_tok + f.decode_tok
         kv = self._s_per_kv_tok
         a = (
-            self._s_fixed
+            f.swap_in_tok * self._s_swap_in_per_tok
+            + f.swap_out_tok * self._s_swap_out_per_tok
+            + self._s_fixed
             + (self._s_per_tok + self._s_comm_per_tok) * tokens
             + self._s_per_pair * f.prefill_attn_pairs
             + kv * (f.decode_ctx_tok + f.prefill_ctx_tok)

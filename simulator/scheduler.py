@@ -114,6 +114,9 @@ class Scheduler:
         self.max_tokens = engine.max_num_batched_tokens
         self.max_seqs = engine.max_num_seqs
         self.chunked = engine.enable_chunked_prefill
+        self.swap = engine.preemption_mode == "swap"
+        self.swapped: set[int] = set()  # preempted requests whose KV waits in host memory
+        self._swap_in_tok = self._swap_out_tok = 0  # KV tokens copied in / out in the step being planned
         self.priority_policy = engine.scheduling_policy == "priority"
         # read-only request fields as memoryviews (plain-int scalar access)
         self._prompt = np.ascontiguousarray(requests.prompt_tok, np.int64)
@@ -207,17 +210,28 @@ class Scheduler:
         st.shared_v[rid] = 0
 
     def _preempt(self, rid: int) -> None:
-        """Preempt by recompute: free all its blocks, back to the front of the waiting queue."""
+        """Preempt: free all its GPU blocks, back to the front of the waiting queue.
+
+        Recompute (vLLM v1's only mode) forgets the computed tokens; swap (vLLM v0's
+        `preemption_mode="swap"`) copies them to host memory, to be copied back on readmission
+        instead of recomputed — the copies are charged to the step as `swap_out_tok`/`swap_in_tok`.
+        """
         st = self.st
         held = self._held_tok(rid)
         if st.phase_v[rid] == DECODE:
-            self._leave_decode(rid)
+            computed = self._leave_decode(rid)
         else:
+            computed = st.computed_v[rid]
             self.prefilling.pop(rid, None)
         self._release(rid, held)
         del self.running[rid]
         st.phase_v[rid] = WAITING
-        st.computed_v[rid] = 0
+        if self.swap and computed:  # its computed KV goes to host memory and comes back later
+            self.swapped.add(rid)
+            self._swap_out_tok += computed
+            st.computed_v[rid] = computed
+        else:
+            st.computed_v[rid] = 0
         st.preempt_v[rid] += 1
         if self.priority_policy:
             heapq.heappush(self._wait_heap, (self.prio_v[rid], self.arrival_v[rid], rid))
@@ -247,6 +261,7 @@ class Scheduler:
         preempted: list[int] = []
         self._scheduled_new = scheduled = {}
         self._decode_allocated = False
+        self._swap_in_tok = self._swap_out_tok = 0
         if self.num_decode:
             if not kv.allocate_blocks(self.block_phase[self.T % bs]):
                 self._preempt_for_decodes(preempted)
@@ -291,8 +306,12 @@ class Scheduler:
                 rid = heap[0][2] if self.priority_policy else waiting[0]
                 total = self.prompt_v[rid] + st.gen_v[rid]
                 pid = self.pid_v[rid]
-                hit = kv.lookup_prefix(pid, self.ptok_v[rid], total) if pid >= 0 else 0
-                c = hit * bs
+                swapped_in = rid in self.swapped
+                if swapped_in:  # its KV comes back from host memory: blocks for all of it, no prefix hit
+                    hit, c = 0, st.computed_v[rid]
+                else:
+                    hit = kv.lookup_prefix(pid, self.ptok_v[rid], total) if pid >= 0 else 0
+                    c = hit * bs
                 n = total - c
                 if n > budget:
                     if not self.chunked:
@@ -301,9 +320,13 @@ class Scheduler:
                         blocked = not chunks
                         break
                     n = budget
-                if kv.allocate(c, n, prefix_id=pid, hit_blocks=hit) is None:
+                got = kv.allocate(0, c + n) if swapped_in else kv.allocate(c, n, prefix_id=pid, hit_blocks=hit)
+                if got is None:
                     blocked = True
                     break
+                if swapped_in:
+                    self.swapped.discard(rid)
+                    self._swap_in_tok += c
                 if self.priority_policy:
                     heapq.heappop(heap)
                 else:
@@ -313,7 +336,8 @@ class Scheduler:
                 st.phase_v[rid] = PREFILL
                 st.computed_v[rid] = c
                 st.shared_v[rid] = hit
-                st.hit_v[rid] += c
+                if not swapped_in:
+                    st.hit_v[rid] += c
                 chunks.append((rid, c, n))
                 scheduled[rid] = n
                 admitted.append(rid)
@@ -328,7 +352,7 @@ class Scheduler:
             ctx += c + n
             pairs += n * c + n * (n + 1) // 2
         d = self.num_decode
-        feats = StepFeatures(p_tok, d, self.decode_ctx_tok + d, ctx, pairs, d + len(chunks))
+        feats = StepFeatures(p_tok, d, self.decode_ctx_tok + d, ctx, pairs, d + len(chunks), self._swap_in_tok, self._swap_out_tok)
         return StepPlan(chunks, d, feats, admitted, preempted)
 
     def update(self, plan: StepPlan) -> tuple[list[int], list[int]]:

@@ -114,3 +114,16 @@ def test_priority_scheduling_serves_the_urgent_class_first_under_overload():
     p, f = by_class(prio), by_class(fcfs)
     assert p["interactive"] < 0.2 * p["batch"]
     assert 0.5 < f["interactive"] / f["batch"] < 2.0  # first come, first served: no class is favoured
+
+
+def test_swap_preemption_copies_kv_instead_of_recomputing_it():
+    reqs = burst(800, prompt=1500, output=600)
+    engine = {"max_num_seqs": 256, "gpu_memory_utilization": 0.35}
+    rec = simulate(scenario(engine=engine | {"preemption_mode": "recompute"}), reqs)
+    swp = simulate(scenario(engine=engine | {"preemption_mode": "swap"}), reqs)
+    assert rec.summary()["preemptions"] > 0 and swp.summary()["preemptions"] > 0
+    computed_once = int((reqs.prompt_tok).sum())
+    assert swp.steps["prefill_tok"].sum() < rec.steps["prefill_tok"].sum()
+    assert rec.steps["prefill_tok"].sum() > computed_once  # recompute redoes prompts (and generated tokens)
+    # swap never recomputes a token: beyond the prompts, only a readmitted request's next token
+    assert computed_once <= swp.steps["prefill_tok"].sum() <= computed_once + swp.summary()["preemptions"]

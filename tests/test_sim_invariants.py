@@ -58,6 +58,7 @@ def setups(draw):
         "enable_chunked_prefill": chunked,
         "enable_prefix_caching": draw(st.booleans()),
         "scheduling_policy": draw(st.sampled_from(["fcfs", "priority"])),
+        "preemption_mode": draw(st.sampled_from(["recompute", "swap"])),
     }
     scenario = Scenario.model_validate({"model": {"name": "Llama-3.2-1B"}, "gpu": {"name": "H100-SXM"}, "engine": engine})
     min_blocks = blocks_for(MAX_LEN, block)
