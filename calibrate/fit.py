@@ -56,7 +56,6 @@ from simulator.predictor import FittedPredictor, StepFeatures
 
 COEFF_NAMES = ("c0_s", "c1", "c2", "c3", "c4")
 ENGINE_NAMES = {"transformers": "transformers-cb", "vllm": "vllm", "http": "openai-http", "openai-http": "openai-http"}
-DEFAULT_STEP_BUDGET_TOK = 8192  # transformers CB `max_batch_tokens` and vLLM's default, when a record has none
 
 
 # ------------------------------------------------------------------------------------ inputs
@@ -205,23 +204,112 @@ class StepObservation:
     model: str = ""  # card name: which basis prices these steps
 
 
-def prefill_chunks(prompt_tok: int, budget_tok: int) -> list[StepFeatures]:
-    """The steps of one request's prefill under a per-step token budget (chunked, in order), as the
-    simulator's scheduler makes them: chunk n after c cached tokens → n·c + n(n+1)/2 pairs."""
-    out, c = [], 0
-    while c < prompt_tok:
-        n = min(budget_tok, prompt_tok - c)
-        out.append(StepFeatures(prefill_tok=n, prefill_ctx_tok=c + n, prefill_attn_pairs=n * c + n * (n + 1) // 2,
-                                num_seqs=1))
-        c += n
-    return out
+@dataclass(frozen=True)
+class EngineShape:
+    """The engine settings a replay must reproduce, read from a record."""
+
+    block_size_tok: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    kv_blocks: int | None  # None: the record does not say; size so KV never binds
 
 
-def step_budget_tok(rec: dict[str, Any]) -> int:
-    """The engine's per-step token budget from a record's settings."""
+def engine_shape(rec: dict[str, Any], card) -> EngineShape:
+    """Engine settings from a record: transformers CB (`continuous_batching_config`) or vLLM."""
+    from models.memory import GIB, kv_bytes_per_token
+
     es = rec.get("engine_settings") or {}
-    cb = es.get("continuous_batching_config") or {}
-    return int(cb.get("max_batch_tokens") or es.get("max_num_batched_tokens") or DEFAULT_STEP_BUDGET_TOK)
+    cb = es.get("continuous_batching_config")
+    if cb:
+        bs = int(cb.get("page_size") or cb.get("block_size") or 256)
+        return EngineShape(bs, int(cb.get("max_requests_per_batch") or 256), int(cb.get("max_batch_tokens") or 8192),
+                           int(cb["num_blocks"]) if cb.get("num_blocks") else None)
+    bs = int(es.get("block_size_tok") or es.get("block_size") or 16)
+    blocks = es.get("num_gpu_blocks")
+    if not blocks and es.get("device") == "cpu" and es.get("kv_cache_space_gib"):
+        # the CPU build sizes its cache from VLLM_CPU_KVCACHE_SPACE (GiB)
+        blocks = int(es["kv_cache_space_gib"] * GIB // (kv_bytes_per_token(card, "bf16") * bs))
+    return EngineShape(bs, int(es.get("max_num_seqs") or 256), int(es.get("max_num_batched_tokens") or 8192),
+                       int(blocks) if blocks else None)
+
+
+def engine_scenario(rec: dict[str, Any], card, model_name: str, max_len_tok: int, gpu_name: str = "H100-SXM"):
+    """A Scenario whose engine is the record's: step budget, max sequences, KV block size, no prefix
+    caching (every calibration prompt is distinct), chunked prefill."""
+    from simulator.scenario import Scenario
+
+    shape = engine_shape(rec, card)
+    return Scenario().with_changes(**{
+        "name": f"replay {rec.get('key', '')}",
+        "model.name": model_name,
+        "gpu.name": gpu_name,
+        "engine.block_size_tok": shape.block_size_tok,
+        "engine.max_num_seqs": shape.max_num_seqs,
+        "engine.max_num_batched_tokens": max(shape.max_num_batched_tokens, shape.max_num_seqs),
+        "engine.max_model_len_tok": max_len_tok,
+        "engine.enable_prefix_caching": False,
+        "engine.enable_chunked_prefill": True,
+        "engine.profile": "roofline",
+    })
+
+
+def burst_steps(rec: dict[str, Any], card) -> tuple[list[StepFeatures], int]:
+    """The steps the simulator's scheduler makes for a burst record (every request at t = 0), and
+    how many of them it takes until the last request has its first token. A burst's schedule does
+    not depend on step times (nothing arrives later), so these compositions are exact for the fit."""
+    from simulator.kv_cache import KVCacheManager, blocks_for
+    from simulator.scheduler import RequestState, Scheduler
+    from simulator.workload import Requests
+
+    reqs = rec.get("requests") or []
+    n = len(reqs)
+    prompt = np.array([r["prompt_tok"] for r in reqs], np.int64)
+    output = np.array([r["output_tok"] for r in reqs], np.int64)
+    shape = engine_shape(rec, card)
+    bs = shape.block_size_tok
+    max_len = int(blocks_for(int((prompt + output).max()) + 1, bs) * bs)
+    blocks = max(shape.kv_blocks or 0, int(sum(blocks_for(int(p + o), bs) for p, o in zip(prompt, output))), blocks_for(max_len, bs))
+    engine = engine_scenario(rec, card, card.name, max(16, max_len)).engine
+    requests = Requests(arrival_s=np.zeros(n), prompt_tok=prompt, output_tok=output, class_id=np.zeros(n, np.int16),
+                        priority=np.zeros(n, np.int16), prefix_id=np.full(n, -1, np.int64), prefix_tok=np.zeros(n, np.int64))
+    sched = Scheduler(requests, output, engine, KVCacheManager(blocks, bs, False), RequestState(n))
+    for rid in range(n):
+        sched.add_request(rid)
+    steps: list[StepFeatures] = []
+    firsts = finished = 0
+    last_first = 0
+    while finished < n:
+        plan = sched.schedule()
+        steps.append(plan.features)
+        first, done = sched.update(plan)
+        firsts += len(first)
+        finished += len(done)
+        if firsts == n and not last_first:
+            last_first = len(steps)
+    return steps, last_first
+
+
+_VOLATILE_SETTINGS = {"num_blocks", "num_gpu_blocks", "startup_s", "torch_threads", "model_dir", "env", "params_total",
+                      "kv_cache_space_gib", "max_model_len_tok", "max_memory_percent", "device"}
+
+
+def engine_settings_of(rec: dict[str, Any]) -> dict[str, Any]:
+    """The engine settings of a serving record that change step times, flattened (the KV pool size,
+    model length and start-up figures excluded): two records with equal settings and engine version
+    measured the same engine."""
+    es = dict(rec.get("engine_settings") or {})
+    cb = es.pop("continuous_batching_config", None)
+    flat = {k: v for k, v in es.items() if k not in _VOLATILE_SETTINGS}
+    if isinstance(cb, dict):
+        flat.update({f"cb.{k}": v for k, v in cb.items() if k not in _VOLATILE_SETTINGS})
+    return json.loads(json.dumps(flat, sort_keys=True, default=str))
+
+
+def same_engine(records: list[dict[str, Any]], version: str, settings: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The records measured with this engine version and these settings (all of them when the
+    Profile does not say which settings it was fitted with)."""
+    return [r for r in records if str(r.get("engine_version")) == version
+            and (settings is None or engine_settings_of(r) == settings)]
 
 
 def vllm_step_features(s: dict[str, Any]) -> StepFeatures:
@@ -276,11 +364,11 @@ def burst_observations(rec: dict[str, Any]) -> list[StepObservation]:
         tpot = (r.finish_s - r.first_token_s) / (r.output_tok - 1)
         f = StepFeatures(decode_tok=1, decode_ctx_tok=int(r.prompt_tok + r.output_tok / 2), num_seqs=1)
         obs.append(StepObservation((f,), tpot, "decode", key))
-    if n == 1:
-        r = served[0]
-        ttft = r.first_token_s - r.arrival_s
-        if ttft > 0:
-            obs.append(StepObservation(tuple(prefill_chunks(r.prompt_tok, step_budget_tok(rec))), ttft, "prefill", key))
+    # the prefill phase: every step until the last request has its first token (at N = 1 its TTFT)
+    steps, last_first = burst_steps(rec, card_of(rec))
+    ttft_last = max(r.first_token_s for r in served) - min(r.arrival_s for r in served)
+    if last_first and ttft_last > 0:
+        obs.append(StepObservation(tuple(steps[:last_first]), ttft_last, "prefill", key))
     return obs
 
 
@@ -509,6 +597,14 @@ def fit_profile(runs: Runs, *, command: str, serve_fit_model: str | None = None,
         if not fit_recs:
             raise LifecostError(f"no serving bursts of {serve_fit_model!r} in the runs", field="--model-fit",
                                 fix="name a model whose serving sweep is in the runs: " + ", ".join(sorted({r['model'] for r in serve})))
+        # A Profile describes one engine configuration: fit the largest group of bursts measured
+        # with the same engine version and settings (a check run with other settings stays out).
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for r in fit_recs:
+            groups.setdefault(json.dumps([str(r.get("engine_version")), engine_settings_of(r)], sort_keys=True), []).append(r)
+        fit_recs = max(groups.values(), key=lambda g: (len(g), max(r.get("ts", 0) for r in g)))
+        if len(groups) > 1:
+            say(f"step-time fit: {len(groups)} engine configurations among the bursts; fitting the largest ({len(fit_recs)} bursts)")
         card = card_of(fit_recs[0])
         basis = basis_predictors(card, gpu, ceilings)
         obs = [o for r in fit_recs for o in record_observations(r)]
@@ -518,7 +614,8 @@ def fit_profile(runs: Runs, *, command: str, serve_fit_model: str | None = None,
         floors = {} if gpu.vendor == "cpu" else dict.fromkeys(COEFF_NAMES[1:], 1.0)
         step_fit = fit_step_time(obs, {serve_fit_model: basis}, lower=floors)
         backend = fit_recs[0].get("backend", "vllm")
-        engine = ProfileEngine(name=ENGINE_NAMES.get(backend, backend), version=str(fit_recs[0].get("engine_version", "unknown")))
+        engine = ProfileEngine(name=ENGINE_NAMES.get(backend, backend), version=str(fit_recs[0].get("engine_version", "unknown")),
+                               settings=engine_settings_of(fit_recs[0]))
         energy = fit_energy(fit_recs)
     train = runs.of("train")
     train_fit_model = train_fit_model or _smallest_model([r for r in train if not r.get("error")])

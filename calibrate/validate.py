@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from calibrate.fit import Runs, card_of, gpu_card_for
+from calibrate.fit import Runs, card_of, engine_scenario, engine_shape, gpu_card_for, same_engine
 from calibrate.serve_base import ServedRequest, served_from_record, summarize
 from models.catalog import list_models
 from models.errors import LifecostError
@@ -59,35 +59,6 @@ def _metric(measured: float, predicted: float) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------- serving
-@dataclass(frozen=True)
-class EngineShape:
-    """The engine settings a replay must reproduce, read from a record."""
-
-    block_size_tok: int
-    max_num_seqs: int
-    max_num_batched_tokens: int
-    kv_blocks: int | None  # None: the record does not say; size so KV never binds
-
-
-def engine_shape(rec: dict[str, Any], card) -> EngineShape:
-    """Engine settings from a record: transformers CB (`continuous_batching_config`) or vLLM."""
-    from models.memory import GIB, kv_bytes_per_token
-
-    es = rec.get("engine_settings") or {}
-    cb = es.get("continuous_batching_config")
-    if cb:
-        bs = int(cb.get("page_size") or cb.get("block_size") or 256)
-        return EngineShape(bs, int(cb.get("max_requests_per_batch") or 256), int(cb.get("max_batch_tokens") or 8192),
-                           int(cb["num_blocks"]) if cb.get("num_blocks") else None)
-    bs = int(es.get("block_size_tok") or es.get("block_size") or 16)
-    blocks = es.get("num_gpu_blocks")
-    if not blocks and es.get("device") == "cpu" and es.get("kv_cache_space_gib"):
-        # the CPU build sizes its cache from VLLM_CPU_KVCACHE_SPACE (GiB)
-        blocks = int(es["kv_cache_space_gib"] * GIB // (kv_bytes_per_token(card, "bf16") * bs))
-    return EngineShape(bs, int(es.get("max_num_seqs") or 256), int(es.get("max_num_batched_tokens") or 8192),
-                       int(blocks) if blocks else None)
-
-
 def _sim_model_name(rec: dict[str, Any], card, tmp: Path) -> str:
     """A name `load_model` resolves to this card: the catalog name, else the record's config
     written to a temporary file."""
@@ -108,7 +79,6 @@ def simulate_record(rec: dict[str, Any], profile: Profile, gpu) -> list[ServedRe
     from simulator.engine import simulate
     from simulator.kv_cache import blocks_for
     from simulator.predictor import FittedPredictor
-    from simulator.scenario import Scenario
     from simulator.workload import Requests
 
     served = served_from_record(rec)
@@ -125,21 +95,11 @@ def simulate_record(rec: dict[str, Any], profile: Profile, gpu) -> list[ServedRe
     max_len = int(max(16, blocks_for(int((prompt + output).max()) + 1, bs) * bs))
     kv_blocks = shape.kv_blocks or int(sum(blocks_for(int(p + o), bs) for p, o in zip(prompt, output)))
     kv_blocks = max(kv_blocks, blocks_for(max_len, bs))
+    # simulate() reads the GPU card only to size the KV cache and pick a predictor; both are given
+    # here, so any catalog card serves (a CPU has none).
+    gpu_name = profile.gpu.catalog_name if _in_catalog(profile.gpu.catalog_name) else "H100-SXM"
     with tempfile.TemporaryDirectory(prefix="lifecost-validate-") as tmp:
-        scenario = Scenario().with_changes(**{
-            "name": f"replay {rec.get('key', '')}",
-            "model.name": _sim_model_name(rec, card, Path(tmp)),
-            # simulate() reads the GPU card only to size the KV cache and pick a predictor; both
-            # are given here, so any catalog card serves (a CPU has none).
-            "gpu.name": profile.gpu.catalog_name if _in_catalog(profile.gpu.catalog_name) else "H100-SXM",
-            "engine.block_size_tok": bs,
-            "engine.max_num_seqs": shape.max_num_seqs,
-            "engine.max_num_batched_tokens": max(shape.max_num_batched_tokens, shape.max_num_seqs),
-            "engine.max_model_len_tok": max_len,
-            "engine.enable_prefix_caching": False,
-            "engine.enable_chunked_prefill": True,
-            "engine.profile": "roofline",
-        })
+        scenario = engine_scenario(rec, card, _sim_model_name(rec, card, Path(tmp)), max_len, gpu_name)
         predictor = FittedPredictor(profile, card, gpu, "bf16", "bf16")
         result = simulate(scenario, reqs, predictor=predictor, kv_blocks=kv_blocks)
     fr = result.requests
@@ -223,10 +183,12 @@ class Fidelity:
     created_utc: str
     serving: list[dict[str, Any]] = field(default_factory=list)
     training: list[dict[str, Any]] = field(default_factory=list)
+    skipped_serving: int = 0  # serving runs of another engine configuration (not this Profile's)
 
     def as_dict(self) -> dict[str, Any]:
         return {"profile": self.profile_key, "profile_command": self.profile_command, "created_utc": self.created_utc,
-                "serving": self.serving, "training": self.training, "summary": self.summary()}
+                "summary": self.summary(), "serving": self.serving, "training": self.training,
+                "skipped_serving_runs": self.skipped_serving}
 
     def summary(self) -> dict[str, Any]:
         """Per set (fit / held-out, and held-out per model): mean and max |error| of each metric,
@@ -267,6 +229,11 @@ def validate(runs: Runs, profile: Profile, progress=None) -> Fidelity:
     st = profile.step_time
     serve = [r for r in runs.of("serve_replay") if r.get("requests")]
     if st is not None:
+        matching = same_engine(serve, profile.engine.version, profile.engine.settings)
+        if len(matching) < len(serve):
+            say(f"{len(serve) - len(matching)} serving runs measured another engine configuration: not replayed")
+        fid.skipped_serving = len(serve) - len(matching)
+        serve = matching
         for i, rec in enumerate(serve):
             is_fit = rec.get("model") == st.fit_model and (rec.get("workload") or {}).get("kind") == "burst"
             say(f"replay {i + 1}/{len(serve)}: {rec.get('model')} {describe_workload(rec)}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -49,6 +49,9 @@ class ProfileEngine(_Section):
 
     name: str  # "vllm" | "transformers-cb" | "openai-http"
     version: str
+    # the engine settings the step-time fit was measured with (step budget, CUDA graphs, block
+    # size, ...): a Profile holds for that configuration; validation replays only runs that match
+    settings: dict[str, Any] | None = None
 
 
 class FitStats(_Section):

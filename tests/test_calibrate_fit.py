@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from calibrate.fit import (COEFF_NAMES, Runs, StepObservation, basis_predictors, burst_observations, feature_row,
-                           fit_profile, fit_step_time, fit_training, load_runs, prefill_chunks, vllm_step_features)
+                           burst_steps, fit_profile, fit_step_time, fit_training, load_runs, vllm_step_features)
 from calibrate.validate import validate, write_fidelity
 from models.catalog import load_model
 from models.errors import LifecostError
@@ -116,22 +116,34 @@ def test_vllm_step_records_map_to_the_schedulers_features():
 
 
 def burst_record(pred: FittedPredictor, n: int, prompt: int, out: int, budget: int = 8192) -> dict:
-    """A burst as an engine with exactly the predictor's step times would serve it: all prefills
-    in chunks first (one step per chunk), then decode steps at batch n."""
+    """A burst as an engine with exactly the simulator's scheduler and the predictor's step times
+    would serve it, with per-token times (the transformers backend's record shape)."""
+    from simulator.kv_cache import KVCacheManager
+    from simulator.scenario import EngineSpec
+    from simulator.scheduler import RequestState, Scheduler
+    from simulator.workload import Requests
+
+    reqs = Requests(arrival_s=np.zeros(n), prompt_tok=np.full(n, prompt), output_tok=np.full(n, out), class_id=np.zeros(n, np.int16),
+                    priority=np.zeros(n, np.int16), prefix_id=np.full(n, -1), prefix_tok=np.zeros(n, np.int64))
+    engine = EngineSpec(block_size_tok=256, max_num_seqs=256, max_num_batched_tokens=budget, max_model_len_tok=16384,
+                        enable_prefix_caching=False)
+    sched = Scheduler(reqs, np.full(n, out), engine, KVCacheManager(4000, 256, False), RequestState(n))
+    for rid in range(n):
+        sched.add_request(rid)
+    times: list[list[float]] = [[] for _ in range(n)]
     t = 0.0
-    chunks = [f for _ in range(n) for f in prefill_chunks(prompt, budget)]  # sequential prefills (no mixing)
-    for f in chunks:
-        t += pred.step_time_s(f)
-    times = [[t] for _ in range(n)]
-    for k in range(1, out):
-        t += pred.step_time_s(StepFeatures(decode_tok=n, decode_ctx_tok=n * (prompt + k), num_seqs=n))
-        for ts in times:
-            ts.append(t)
-    reqs = [{"arrival_s": 0.0, "prompt_tok": prompt, "output_tok": out, "first_token_s": ts[0], "finish_s": ts[-1],
+    while any(len(ts) < out for ts in times):
+        decoding = [rid for rid in sched.running if rid not in sched.prefilling]
+        plan = sched.schedule()
+        t += pred.step_time_s(plan.features)
+        first, _ = sched.update(plan)
+        for rid in decoding + first:
+            times[rid].append(t)
+    rows = [{"arrival_s": 0.0, "prompt_tok": prompt, "output_tok": out, "first_token_s": ts[0], "finish_s": ts[-1],
              "token_times_s": ts} for ts in times]
     return {"kind": "serve_replay", "key": f"burst/{n}/{prompt}", "backend": "transformers", "engine_version": "test",
             "model": "Llama-3.2-1B", "gpu": H100, "workload": {"kind": "burst", "n": n, "prompt_tok": prompt, "output_tok": out},
-            "requests": reqs, "engine_settings": {"continuous_batching_config": {"max_batch_tokens": budget, "block_size": 256,
+            "requests": rows, "engine_settings": {"continuous_batching_config": {"max_batch_tokens": budget, "block_size": 256,
                                                                                   "num_blocks": 4000, "max_requests_per_batch": 256}}}
 
 
@@ -144,12 +156,18 @@ def test_burst_decode_window_and_prefill_give_exact_observations():
     assert sorted(o.source for o in single) == ["decode", "prefill"]
     prefill = next(o for o in single if o.source == "prefill")
     assert len(prefill.steps) == 3 and feature_row(basis, prefill.steps) @ x == pytest.approx(prefill.time_s, rel=1e-9)
-    for n, prompt in ((1, 100), (16, 512), (64, 2048)):
-        obs = burst_observations(burst_record(pred, n, prompt, 64))
+    for n, prompt in ((1, 100), (16, 512), (64, 2048), (128, 512)):
+        rec = burst_record(pred, n, prompt, 64)
+        obs = burst_observations(rec)
         decode = next(o for o in obs if o.source == "decode")
         assert decode.steps[0].decode_tok == n
         # the mean step in the window equals the predictor at the window's mean context (linear in context)
         assert feature_row(basis, decode.steps) @ x == pytest.approx(decode.time_s, rel=1e-6)
+        # the prefill phase (mixed prefill chunks and early decodes) is priced exactly
+        prefill = next(o for o in obs if o.source == "prefill")
+        assert feature_row(basis, prefill.steps) @ x == pytest.approx(prefill.time_s, rel=1e-9)
+        steps, last_first = burst_steps(rec, CARD)
+        assert sum(f.prefill_tok for f in steps[:last_first]) == n * prompt
 
 
 def test_fit_profile_from_bursts_recovers_coefficients_and_replays_with_zero_error(tmp_path):
