@@ -224,8 +224,15 @@ def _offload_section(base: Scenario) -> None:
 
 
 def _prices_section(base: Scenario) -> None:
+    from models.prices import load_prices
+
+    sheet = load_prices(base.prices.sheet)
+    providers = sorted({row.provider for row in sheet.cloud})
+    key = _seed("prices.provider", base)
+    if st.session_state[key] not in providers:
+        providers.append(st.session_state[key])
     c1, c2 = st.columns(2)
-    c1.text_input("Provider", key=_seed("prices.provider", base))
+    c1.selectbox("Provider", providers, key=key, help=f"price sheet as of {sheet.as_of}")
     c2.selectbox("Pricing", ("on_demand", "reserved_1y", "reserved_3y", "spot", "on_prem"), key=_seed("prices.pricing", base))
     st.number_input("$/GPU-hour override", min_value=0.0, step=0.25, format="%.2f",
                     key=_seed("prices.usd_per_gpu_hour", base, 0.0), help="0 = use the dated price sheet")
