@@ -287,7 +287,7 @@ def find_max_rate(scenario: Scenario, *, rtol: float = 0.05, num_requests: int |
         checks.append(c)
         return c
 
-    sat = saturation if saturation is not None else saturation_qps(scenario, num_requests)
+    sat = saturation if saturation is not None and saturation > 0 else saturation_qps(scenario, num_requests)  # NaN > 0 is False
 
     def done(rate: float) -> RateSearch:
         return RateSearch(rate, sat, tuple(sorted(checks, key=lambda c: c.rate_qps)))
@@ -400,7 +400,7 @@ def replicas_needed(
     if not peak_qps > 0:
         raise LifecostError(f"must be > 0, got {peak_qps}", field="--peak-qps")
     checks: dict[int, SloCheck] = {}
-    sat = saturation if saturation is not None else saturation_qps(scenario, num_requests)
+    sat = saturation if saturation is not None and saturation > 0 else saturation_qps(scenario, num_requests)  # NaN > 0 is False
 
     def meets(n: int) -> bool:
         if n not in checks:
@@ -615,6 +615,19 @@ def evaluate_saturation(job: ConfigJob) -> dict[str, Any]:
     return {"saturation_qps": saturation_qps(job.scenario, job.num_requests)}
 
 
+EVALUATE_COLUMNS = (
+    "max_qps_per_replica",
+    "probes",
+    "replicas_est",
+    "low_load_qps",
+    "low_load_worst_metric",
+    "low_load_worst_s",
+    "low_load_bound_s",
+    "low_load_attainment",
+    "low_load_miss",
+)
+
+
 def evaluate_config(job: ConfigJob) -> dict[str, Any]:
     """Stage 2 sweep row: the configuration's max rate per replica and the replicas it implies."""
     rs = find_max_rate(job.scenario, rtol=job.rtol, num_requests=job.num_requests, saturation=job.saturation_qps)
@@ -768,7 +781,8 @@ def search(
     def sweep(fn: Any, prefix: str, keys: list[str], label: str) -> pd.DataFrame:
         items = {f"{prefix}|{k}": (jobs[k] if prefix == "sat" else _with_sat(jobs[k], table.at[k, "saturation_qps"])) for k in keys}
         out = run_sweep(fn, items, out_parquet, executor, progress=progress, label=label)
-        out = out[out["key"].isin(items)].copy()
+        # One parquet holds both stages: keep this stage's rows and only the columns it wrote.
+        out = out[out["key"].isin(items)].dropna(axis=1, how="all").copy()
         out["key"] = out["key"].str.removeprefix(f"{prefix}|")
         return out.set_index("key")
 
@@ -784,7 +798,7 @@ def search(
 
     def evaluate(keys: list[str]) -> None:
         res = sweep(evaluate_config, "rate", keys, "capacity search: max rate")
-        for col in res.columns:
+        for col in res.columns.intersection(EVALUATE_COLUMNS):
             if col not in table.columns:
                 table[col] = np.nan if res[col].dtype.kind in "fiu" else None
             table.loc[res.index, col] = res[col]

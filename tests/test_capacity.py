@@ -209,6 +209,20 @@ def test_branch_and_bound_finds_what_exhaustive_search_finds_with_fewer_simulati
     assert (skipped["usd_per_hour_bound"] >= ans.usd_per_hour - 1e-9).all()  # pruned only by a valid bound
 
 
+def test_a_search_through_a_parquet_table_gives_the_same_answer_and_resumes(tmp_path):
+    s = tiny(**{"workload.num_requests": 400})
+    space = parse_search("gpu=H100-SXM/A100-80GB,tp=1/2", s)
+    in_memory = search(s, 300.0, space, verify=False)
+    out = tmp_path / "search.parquet"
+    on_disk = search(s, 300.0, space, verify=False, out_parquet=out)
+    assert (on_disk.config, on_disk.replicas, on_disk.usd_per_hour) == (in_memory.config, in_memory.replicas, in_memory.usd_per_hour)
+    stored = pd.read_parquet(out)
+    assert stored["key"].str.startswith("sat|").sum() == on_disk.candidates["fits_memory"].sum()
+    assert stored["key"].str.startswith("rate|").sum() == on_disk.candidates["evaluated"].sum()
+    again = search(s, 300.0, space, verify=False, out_parquet=out)  # every row comes from the table
+    pd.testing.assert_frame_equal(again.candidates, on_disk.candidates)
+
+
 def test_cost_scales_linearly_with_the_price_and_does_not_change_the_choice():
     s = tiny(**{"workload.num_requests": 600, "prices.usd_per_gpu_hour": 2.0})
     a = search(s, 200.0, verify=False)
