@@ -111,7 +111,7 @@ def test_metrics_are_scraped_during_the_run(replayed):
     samples = rec["metrics_samples"]
     assert len(samples) >= 2
     assert all("vllm:num_requests_running" in s and "vllm:kv_cache_usage_perc" in s for s in samples)
-    assert max(s["vllm:num_requests_running"] for s in samples) >= 1 or len(samples) < 4
+    assert max(s["vllm:num_requests_running"] for s in samples) >= 1  # seen mid-run
     # the final scrape (after the run) counts every generated token of this replay
     generated = samples[-1]["vllm:generation_tokens_total"] - samples[0]["vllm:generation_tokens_total"]
     assert generated >= sum(r.output_tok for r in reqs) - 1  # the first sample may race the first token
