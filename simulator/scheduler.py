@@ -14,10 +14,11 @@ One step (`schedule()` → plain `StepPlan`; the engine charges its time, then `
   2. running requests part-way through a prefill — a chunk each, in admission order;
   3. waiting requests, head first (FCFS or priority), while token budget, `max_num_seqs` and
      KV blocks last; the first one that does not fit stops admission (head-of-line, as vLLM).
-When KV blocks run out for a running request, the scheduler preempts by recompute: the victim
-is the last admitted (FCFS) or the lowest priority, latest arrival (priority), its blocks are
-freed and it goes back to the front of the waiting queue; no new request is admitted in a step
-that preempted. Decodes are served before partial prefills (Sarathi-Serve's "decode-first"
+When KV blocks run out for a running request, the scheduler preempts: the victim is the last
+admitted (FCFS) or the lowest priority, latest arrival (priority), its blocks are freed and it
+goes back to the front of the waiting queue; no new request is admitted in a step that
+preempted. By recompute (vLLM v1) it later computes prompt + generated tokens again; by swap
+(vLLM v0's option) its KV is copied to host memory and back instead. Decodes are served before partial prefills (Sarathi-Serve's "decode-first"
 batching, which vLLM's chunked-prefill scheduler also follows) — with vLLM's rule
 `max_num_batched_tokens ≥ max_num_seqs` every decode then fits in every step. That is what lets
 the simulator fast-forward: a decoding request gains exactly one token per step, so its state is
@@ -168,6 +169,11 @@ class Scheduler:
         if len(self.running) >= self.max_seqs:
             return False
         return self.priority_policy or not self.waiting
+
+    def generated_tok(self, rid: int) -> int:
+        """Tokens sampled so far for a request (decoding ones store an offset from T)."""
+        g = self.st.gen_v[rid]
+        return g + self.T if self.st.phase_v[rid] == DECODE else g
 
     # -- helpers ---------------------------------------------------------------------------
     def _held_tok(self, rid: int) -> int:
@@ -361,7 +367,6 @@ class Scheduler:
         self._decode_allocated = False
         self._scheduled_new = {}
         self.T += 1
-        T = self.T
         self.decode_ctx_tok += self.num_decode
         finished = self._pop_finished()
         first: list[int] = []
@@ -393,7 +398,6 @@ class Scheduler:
                 self._join_decode(rid, c2, generated)
         if finished:
             self.waiting_blocked = False
-        del T
         return first, finished
 
     def _pop_finished(self) -> list[int]:
