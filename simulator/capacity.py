@@ -8,10 +8,13 @@ Reading guide
 3. `replicas_needed(scenario, peak_qps)` — the fewest replicas (exponential then binary search
    over N), then *verified* by simulating the whole fleet at the peak: N meets, N−1 does not.
 4. `search(scenario, peak_qps, space)` — the cheapest configuration over a `SearchSpace`
-   (GPU type, tensor parallel, `max_num_seqs`, token budget, quantization), memory-infeasible
-   configurations pruned before any simulation, the rest evaluated in parallel through a
-   `simulator.sweep` executor. Returns a `CapacityAnswer`, which is also the answer when no
-   configuration meets the SLO (then it names the closest one and by how much it misses).
+   (GPU type, tensor parallel, `max_num_seqs`, token budget, quantization, KV dtype,
+   speculation, offload): configurations that cannot load are pruned before any simulation,
+   then branch and bound — every throughput ceiling (one simulation each) gives a lower bound
+   on cost, and only configurations whose bound beats the best estimate so far are bisected —
+   all simulations in parallel through a `simulator.sweep` executor. Returns a
+   `CapacityAnswer`, which is also the answer when no configuration meets the SLO (then it
+   names the closest one and by how much it misses).
 5. `headroom_curve(scenario, n_replicas, rates)` — SLO attainment and latency percentiles vs
    offered rate for a fleet. `capacity_for_cost(scenario)` feeds `simulator/cost.py`.
 
@@ -22,10 +25,10 @@ A request *attains* the SLO when every set bound holds for it (TTFT ≤ ttft_p99
 tpot_p99_s, E2E ≤ e2e_p99_s; a request that never finished misses; a one-token output has no
 TPOT and passes that bound). A run *meets* the SLO when the fraction of measured requests that
 attain is ≥ A, *and* the offered rate per replica is sustainable: below the replica's
-saturated completion rate (`saturation_qps`) — a finite run above it can look fine only because
-its backlog has not had time to grow. This joint rule implies each metric's A-quantile (p99 for A = 0.99) is within its
-bound, and is stricter than checking the quantiles separately when two bounds bind at once
-(the DistServe/Splitwise "SLO attainment" definition). The first `WARMUP_FRACTION` of arrivals
+throughput ceiling (`saturation_qps`) — a finite run above it can look fine only because its
+backlog has not had time to grow. The attainment rule implies each metric's A-quantile (p99
+for A = 0.99) is within its bound, and is stricter than checking the quantiles separately
+when two bounds bind at once (the DistServe/Splitwise "SLO attainment" definition). The first `WARMUP_FRACTION` of arrivals
 are not measured: the simulation starts with an empty replica, which flatters early requests.
 
 How many requests: the tail estimate needs several requests beyond the A-quantile; with
