@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 
 from models.errors import LifecostError
 from simulator.capacity import (
-    SearchSpace,
     capacity_for_cost,
     check_slo,
     fleet_check,
