@@ -1,6 +1,8 @@
 """How long the planner makes a user wait: script-run times of the Streamlit app, headless.
 
-    .venv/bin/python benchmarks/ui_latency.py [--repeat 3]
+    .venv/bin/python benchmarks/ui_latency.py [--repeat 3] 2>/dev/null
+
+(Streamlit's bare-mode notices go to stderr; the table to stdout.)
 
 Runs `planner_ui/app.py` with Streamlit's AppTest (the same script a browser session runs, no
 browser) and prints, per view, the wall time of: the first run (cold caches: simulation, capacity
@@ -56,9 +58,6 @@ def one_round(view: str) -> dict[str, float]:
 
 
 def main() -> None:
-    import logging
-
-    logging.getLogger("streamlit").setLevel(logging.ERROR)  # "no runtime" notices: AppTest has none by design
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3, help="rounds per view (median shown)")
     args = ap.parse_args()
