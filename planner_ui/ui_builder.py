@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from models.errors import LifecostError
 from planner_ui import ui_uploads
-from simulator.scenario import Scenario, parse_scenario, scenario_to_yaml
+from simulator.scenario import ArrivalSpec, Scenario, parse_scenario, scenario_to_yaml
 
 KEY = "sc."  # prefix of every widget key that mirrors a Scenario field
 SECTIONS = ("model", "gpu", "engine", "workload", "slo", "speculative", "offload", "prices", "horizon", "training")
@@ -157,7 +157,7 @@ def _workload_section(base: Scenario) -> None:
     c1, c2 = st.columns(2)
     c1.selectbox("Arrivals", ("poisson", "gamma", "diurnal", "trace"), key=_seed("workload.arrival.kind", base))
     c2.number_input("Rate (req/s)", min_value=0.01, max_value=100_000.0, step=1.0, format="%.2f",
-                    key=_seed("workload.arrival.rate_qps", base, 4.0))
+                    key=_seed("workload.arrival.rate_qps", base, ArrivalSpec.model_fields["rate_qps"].default))
     kind = _widget_value("workload.arrival.kind")
     if kind == "gamma":
         c1.number_input("Burstiness (CV)", min_value=0.05, max_value=20.0, step=0.25, key=_seed("workload.arrival.cv", base))
