@@ -819,7 +819,9 @@ def search(
         # Branch: evaluate while some unevaluated configuration could still be cheaper.
         while True:
             bound = best_known()
-            open_keys = sorted((k for k in jobs if k not in evaluated and table.at[k, "usd_per_hour_bound"] < bound), key=lambda k: (table.at[k, "usd_per_hour_bound"], k))
+            # ≤, not <: a configuration that could tie the best is evaluated too, so the tie-break
+            # (and the answer) does not depend on how many configurations run per round.
+            open_keys = sorted((k for k in jobs if k not in evaluated and table.at[k, "usd_per_hour_bound"] <= bound), key=lambda k: (table.at[k, "usd_per_hour_bound"], k))
             if not open_keys:
                 break
             evaluate(open_keys[:batch])

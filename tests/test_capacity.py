@@ -222,6 +222,17 @@ def test_a_search_through_a_parquet_table_gives_the_same_answer_and_resumes(tmp_
     pd.testing.assert_frame_equal(again.candidates, on_disk.candidates)
 
 
+def test_the_answer_does_not_depend_on_the_number_of_workers():
+    from simulator.sweep import LocalExecutor
+
+    s = tiny(**{"workload.num_requests": 400})
+    space = parse_search("gpu=H100-SXM/A100-80GB/L4,tp=1/2", s)
+    serial = search(s, 300.0, space, executor=LocalExecutor(1))
+    with LocalExecutor(2) as two:
+        parallel = search(s, 300.0, space, executor=two)
+    assert (parallel.config, parallel.replicas, parallel.usd_per_hour, parallel.verified) == (serial.config, serial.replicas, serial.usd_per_hour, serial.verified)
+
+
 def test_cost_scales_linearly_with_the_price_and_does_not_change_the_choice():
     s = tiny(**{"workload.num_requests": 600, "prices.usd_per_gpu_hour": 2.0})
     a = search(s, 200.0, verify=False)
