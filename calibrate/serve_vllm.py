@@ -259,7 +259,7 @@ class VllmBackend:
             with _environment(env):
                 engine = LLMEngine.from_engine_args(args)
         except (ValueError, RuntimeError) as e:
-            raise LifecostError(f"vLLM could not start on {self.model_dir}: {str(e).splitlines()[0]}",
+            raise LifecostError(f"vLLM could not start on {self.model_dir}: {_reason(e)}",
                                 field="engine", fix="check the engine knobs (on CPU block_size_tok "
                                 "must be a multiple of 32) and the model config") from e
         self.startup_s = time.perf_counter() - t0
@@ -419,6 +419,19 @@ class VllmBackend:
         self.last_steps = steps
         self.last_request_stats = stats
         return served
+
+
+def _reason(e: BaseException) -> str:
+    """The first informative sentence of an engine error, on one line.
+
+    vLLM's config errors arrive as pydantic reports ("1 validation error for ModelConfig" and
+    then the reason, then advice); the user needs the reason.
+    """
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not re.match(r"^\d+ validation errors? for ", ln)] or lines or [type(e).__name__]
+    text = re.sub(r"^Value error, ", "", lines[0])
+    text = text.split(". ")[0].rstrip(".")
+    return text[:240]
 
 
 def _vllm_version() -> str:

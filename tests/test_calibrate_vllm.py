@@ -138,3 +138,13 @@ def test_missing_config_is_a_user_error(tmp_path):
 def test_nonpositive_knob_is_a_user_error():
     with pytest.raises(LifecostError, match="max_num_seqs"):
         VllmEngineConfig(max_num_seqs=0)
+
+
+def test_unknown_architecture_is_one_line_naming_the_reason(tmp_path):
+    (tmp_path / "config.json").write_text(
+        '{"architectures": ["NopeForCausalLM"], "model_type": "nope", "hidden_size": 64,'
+        ' "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 100}')
+    with pytest.raises(LifecostError) as e:
+        VllmBackend(tmp_path, block_size_tok=32).replay([ServeRequest(0.0, 4, 2)])
+    msg = str(e.value)
+    assert "nope" in msg and "\n" not in msg and "validation error" not in msg
