@@ -12,7 +12,7 @@ import sys
 import typer
 
 from models.errors import LifecostError
-from planner_ui import cli_capacity, cli_catalog, cli_plan, cli_sim, cli_ui
+from planner_ui import cli_calibrate_fit, cli_capacity, cli_catalog, cli_plan, cli_sim, cli_ui
 
 app = typer.Typer(
     name="lifecost",
@@ -23,7 +23,7 @@ app = typer.Typer(
 )
 
 # Each module adds its commands to `app`; add one line per command group.
-for module in (cli_capacity, cli_catalog, cli_plan, cli_sim, cli_ui):
+for module in (cli_calibrate_fit, cli_capacity, cli_catalog, cli_plan, cli_sim, cli_ui):
     module.register(app)
 
 
