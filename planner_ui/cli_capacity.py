@@ -82,30 +82,18 @@ def _cell(v: Any) -> str:
 
 
 def candidates_table(cand: Any) -> Any:
-    """The searched configurations, narrow enough for a terminal: knobs, verdict, capacity, cost."""
+    """The searched configurations (`simulator.capacity.candidates_summary`) as a rich table."""
     from rich.table import Table
 
-    knobs = [c for c in cand.columns if "." in c]
+    from simulator.capacity import candidates_summary
+
+    frame = candidates_summary(cand.head(20))
     t = Table(title="configurations searched (cheapest first)", title_justify="left")
-    for c in knobs:
-        t.add_column(c.split(".")[-1], justify="right")
-    for label in ("max req/s per replica", "replicas", "$/hour", "note"):
-        t.add_column(label, justify="right" if label != "note" else "left")
-    for _, r in cand.head(20).iterrows():
-        confirmed = r.get("replicas_confirmed")
-        replicas = confirmed if confirmed == confirmed and confirmed is not None else r.get("replicas_est")
-        if not r["fits_memory"]:
-            note = r["memory"]
-        elif not r.get("evaluated", True):
-            note = f"skipped: costs ≥ ${r['usd_per_hour_bound']:.4g}/h (bound from its ceiling)"
-        elif not r.get("replicas_est"):
-            note = "misses at ~zero load: " + str(r.get("low_load_miss")).split(" (")[0]
-        else:
-            note = "simulated" if confirmed == confirmed and confirmed is not None else "⌈peak ÷ max rate⌉"
-        cost = r.get("usd_per_hour_est")
-        if confirmed == confirmed and confirmed is not None:
-            cost = confirmed * r["gpus_per_replica"] * r["usd_per_gpu_hour"]
-        t.add_row(*(_cell(r[c]) for c in knobs), _cell(r.get("max_qps_per_replica")), _cell(int(replicas)) if replicas == replicas and replicas else "—", _cell(cost), note)
+    labels = {"ceiling_qps": "ceiling req/s", "max_qps_per_replica": "max req/s per replica", "usd_per_hour": "$/hour"}
+    for c in frame.columns:
+        t.add_column(labels.get(c, c), justify="left" if c == "note" else "right")
+    for row in frame.itertuples(index=False):
+        t.add_row(*(_cell(v) if v is not None else "—" for v in row))
     return t
 
 

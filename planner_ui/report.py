@@ -146,8 +146,15 @@ def capacity_sections(answer: Any, curve: pd.DataFrame | None) -> list[Section]:
     ver = [(name, c["attainment"], c["n_replicas"], c["meets"], c["miss_ratio"]) for name, c in answer.verification.items() if c]
     if ver:
         sec.tables.append(Table("verification by fleet simulation (random routing)", pd.DataFrame(ver, columns=["fleet", "attainment", "replicas", "meets", "worst quantile ÷ bound"])))
-    keep = [c for c in answer.candidates.columns if c not in {"low_load_miss", "probes"}]
-    sec.tables.append(Table("configurations searched", answer.candidates[keep]))
+    from simulator.capacity import candidates_summary
+
+    sec.tables.append(
+        Table(
+            "configurations searched (cheapest first; simulated = replica count searched by simulation, estimate = ⌈peak ÷ max rate⌉, "
+            "pruned = never bisected because its throughput ceiling bounds its cost above the answer)",
+            candidates_summary(answer.candidates),
+        )
+    )
     out = [sec]
     if curve is not None and not curve.empty:
         head = Section("Headroom")

@@ -867,6 +867,40 @@ def search(
     )
 
 
+def candidates_summary(cand: pd.DataFrame) -> pd.DataFrame:
+    """The searched configurations for people (CLI table, report): the knobs, then the ceiling,
+    max rate, replicas, $/hour and a note: `simulated` (replica count searched by simulation),
+    `estimate` (⌈peak ÷ max rate⌉), `pruned: ≥ $X/h` (never bisected: its ceiling bounds the
+    cost above the answer), `misses at ~0 load: …`, or why it cannot load/run."""
+    knobs = [c for c in cand.columns if "." in c]
+    rows = []
+    for _, r in cand.iterrows():
+        confirmed = r.get("replicas_confirmed")
+        is_confirmed = confirmed is not None and confirmed == confirmed
+        estimate = r.get("replicas_est")
+        replicas = confirmed if is_confirmed else estimate
+        if not r["fits_memory"]:
+            note, replicas, cost = r["memory"], None, None
+        elif not r.get("evaluated", True):
+            note, replicas, cost = f"pruned: ≥ ${r['usd_per_hour_bound']:,.2f}/h", None, None
+        elif not estimate:
+            note, replicas, cost = "misses at ~0 load: " + str(r.get("low_load_miss")).split(" (")[0], None, None
+        else:
+            note = "simulated" if is_confirmed else "estimate"
+            cost = replicas * r["gpus_per_replica"] * r["usd_per_gpu_hour"]
+        rows.append(
+            {
+                **{c.split(".")[-1]: r[c] for c in knobs},
+                "ceiling_qps": r.get("saturation_qps"),
+                "max_qps_per_replica": r.get("max_qps_per_replica"),
+                "replicas": int(replicas) if replicas is not None and replicas == replicas and replicas > 0 else None,
+                "usd_per_hour": cost,
+                "note": note,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def _with_sat(job: ConfigJob, sat: float) -> ConfigJob:
     from dataclasses import replace
 
