@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from models.errors import LifecostError
 from simulator.capacity import (
+    candidates_summary,
     capacity_for_cost,
     check_slo,
     fleet_check,
@@ -181,6 +182,10 @@ def test_search_prunes_what_cannot_load_and_picks_the_cheapest_verified_configur
     table = ans.candidates
     l4_tp2 = table[(table["gpu.name"] == "L4") & (table["gpu.tensor_parallel"] == 2)].iloc[0]
     assert not l4_tp2["fits_memory"] and np.isnan(l4_tp2["max_qps_per_replica"])  # never simulated
+    summary = candidates_summary(table).set_index(["name", "tensor_parallel"])
+    assert summary.loc[("L4", 2), "note"].startswith("cannot run: L4 has no NVLink")
+    chosen = summary.loc[(ans.config["gpu.name"], ans.config["gpu.tensor_parallel"])]
+    assert chosen["note"] == "simulated" and chosen["replicas"] == ans.replicas and chosen["usd_per_hour"] == pytest.approx(ans.usd_per_hour)
     assert ans.meets and ans.verified
     evaluated = table[table["usd_per_hour_est"].notna()]
     cheapest_estimate = evaluated["usd_per_hour_est"].min()
