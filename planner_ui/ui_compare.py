@@ -103,9 +103,10 @@ def render(built: Built) -> None:
     bar = st.progress(0.0, text="Lifetime cost of each scenario…")
     for i, s in enumerate(scenarios):
         bar.progress(i / len(scenarios), text=f"Lifetime cost of {_label(s)} ({i + 1}/{len(scenarios)})…")
-        cost = ui_calls.call(ui_calls.lifetime, s.digest(), s)
-        if cost is not None:
-            costs.append((_label(s), cost))
+        try:
+            costs.append((_label(s), ui_calls.lifetime(s.digest(), s)))
+        except Exception as e:  # noqa: BLE001 — one line naming the scenario, the others still compare
+            st.error(f"{_label(s)}: {short_error(e)}")
     bar.empty()
     if not costs:
         return
