@@ -279,7 +279,7 @@ def headroom_chart(curve, slo: dict[str, Any], peak_qps: float) -> go.Figure:
     """SLO attainment (left) and p99 latencies (right, vs their bounds) against the fleet's rate."""
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("SLO attainment vs offered rate", "p99 latency ÷ its bound"),
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("SLO attainment vs offered rate", "latency percentiles ÷ the p99 bound"),
                         horizontal_spacing=0.1)
     fig.add_trace(go.Scatter(x=curve["rate_qps"], y=curve["slo_attainment"], mode="lines+markers", name="attainment",
                              line=dict(color=PALETTE[0], width=3)), row=1, col=1)
@@ -289,8 +289,12 @@ def headroom_chart(curve, slo: dict[str, Any], peak_qps: float) -> go.Figure:
         col = f"{key}_p99_s"
         if bound is None or col not in curve:
             continue
-        fig.add_trace(go.Scatter(x=curve["rate_qps"], y=curve[col] / bound, mode="lines+markers", name=f"p99 {metric} / bound",
-                                 line=dict(color=PALETTE[(i + 1) % len(PALETTE)], width=2.5)), row=1, col=2)
+        colour = PALETTE[(i + 1) % len(PALETTE)]
+        fig.add_trace(go.Scatter(x=curve["rate_qps"], y=curve[col] / bound, mode="lines+markers", name=f"{metric} p99",
+                                 line=dict(color=colour, width=2.5)), row=1, col=2)
+        if f"{key}_p50_s" in curve:
+            fig.add_trace(go.Scatter(x=curve["rate_qps"], y=curve[f"{key}_p50_s"] / bound, mode="lines", name=f"{metric} p50",
+                                     line=dict(color=colour, width=1.5, dash="dot")), row=1, col=2)
     fig.add_hline(y=1.0, line_dash="dash", line_color=PALETTE[4], row=1, col=2)
     for c in (1, 2):
         fig.add_vline(x=peak_qps, line_dash="dot", line_color="#64748b", row=1, col=c,
