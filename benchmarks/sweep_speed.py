@@ -36,9 +36,10 @@ def items(n: int, num_requests: int) -> dict[str, Probe]:
 
 
 def warm(_: int) -> int:
-    """Start-up a worker pays once: importing the simulator stack and building one replica."""
-    import simulator.engine  # noqa: F401
-
+    """Start-up a worker pays once: importing the simulator stack and filling its caches (model
+    and GPU cards, price sheet) with one tiny simulation of each GPU the sweep uses."""
+    for probe in items(2, 20).values():
+        probe_row(probe)
     time.sleep(0.3)  # long enough that every worker picks up one warm-up task
     return os.getpid()
 
