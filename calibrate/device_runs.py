@@ -7,7 +7,7 @@ serve_transformers, runlog), runs a whole group in priority order inside a time 
 progress to stderr, tolerates failures per run (logged, the group goes on), appends every
 finished measurement to `DIR/<group>.jsonl` at once, and prints a compact summary table last.
 
-Groups (the H100 plan of issue 5):
+Groups (the H100 plan of issue 5; `repeat` re-measures the held-out set for its noise floor):
 - check: software versions, the continuous-batching API as installed, the probe (identity and
   ceilings), one LoRA run and one small burst on the Llama-3.2-1B shape.
 - train: FIT set on Llama-3.2-1B (seq × micro-batch grid with and without gradient
@@ -348,8 +348,26 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print()
 
 
+def repeat_plan(tiny: bool = False) -> list:
+    """A second, independent measurement of the held-out 8B set and four 1B fit points, with 10
+    timed steps: the run-to-run spread is the noise floor any step-time prediction is judged
+    against."""
+    from calibrate.train import TrainRun
+
+    if tiny:
+        return [TrainRun("tiny-llama", "lora", 32, 1, c, 8, warmup_steps=1, timed_steps=3) for c in (False, True)]
+    runs = [TrainRun(HELDOUT_MODEL, "lora", 2048, b, c, r, timed_steps=10)
+            for r in (16, 64) for b in (1, 4) for c in (False, True)]
+    runs += [TrainRun(FIT_MODEL, "lora", 2048, b, c, 16, timed_steps=10) for b in (1, 4) for c in (False, True)]
+    return runs
+
+
+def group_repeat(out: Path, budget_s: float, tiny: bool) -> list[dict[str, Any]]:
+    return group_train(out, budget_s, tiny, plan=repeat_plan(tiny), log_name="train_repeat.jsonl")
+
+
 GROUPS: dict[str, Callable[[Path, float, bool], list[dict[str, Any]]]] = {
-    "check": group_check, "train": group_train, "serve": group_serve}
+    "check": group_check, "train": group_train, "serve": group_serve, "repeat": group_repeat}
 
 
 def main(argv: list[str] | None = None) -> int:
