@@ -372,13 +372,39 @@ def burst_observations(rec: dict[str, Any]) -> list[StepObservation]:
     return obs
 
 
+STEP_WINDOW = 8  # consecutive per-step records summed into one observation
+
+
+def step_windows(steps: list[dict[str, Any]], key: str = "", window: int = STEP_WINDOW) -> list[StepObservation]:
+    """Per-step records summed over runs of up to `window` consecutive timed steps of one kind
+    (with prefill / decode only). A sum of steps is still linear in the coefficients, and it
+    averages out the host's scheduling noise: on a busy CPU one decode step's wall time varies
+    tenfold, and a relative-error fit on single steps is pulled towards the fastest ones."""
+    out: list[StepObservation] = []
+    cur: list[StepFeatures] = []
+    cur_t, cur_kind = 0.0, None
+    for s in steps:
+        if not s.get("step_time_s") or not s.get("num_seqs"):
+            continue  # untimed (async scheduling) or empty
+        f = vllm_step_features(s)
+        kind = "step-prefill" if f.prefill_tok else "step-decode"
+        if cur and (kind != cur_kind or len(cur) >= window):
+            out.append(StepObservation(tuple(cur), cur_t, cur_kind, key))
+            cur, cur_t = [], 0.0
+        cur.append(f)
+        cur_t += float(s["step_time_s"])
+        cur_kind = kind
+    if cur:
+        out.append(StepObservation(tuple(cur), cur_t, cur_kind, key))
+    return out
+
+
 def record_observations(rec: dict[str, Any]) -> list[StepObservation]:
     """All step observations a serving record offers: its per-step data when it has some, else
     the burst-derived decode/prefill points."""
     steps = rec.get("steps")
     if steps:
-        obs = [StepObservation((vllm_step_features(s),), float(s["step_time_s"]), "step", rec.get("key", ""))
-               for s in steps if s.get("step_time_s") and s.get("num_seqs")]
+        obs = step_windows(steps, rec.get("key", ""))
     elif (rec.get("workload") or {}).get("kind") == "burst":
         obs = burst_observations(rec)
     else:
