@@ -5,8 +5,9 @@ Reading guide
 1. `check_slo(requests_frame, slo)` — what "meets the SLO" means (below), as a `SloCheck`.
 2. `find_max_rate(scenario)` / `max_rate_meeting_slo(scenario)` — the highest request rate one
    replica sustains within the SLO (bisection on the rate, every probe a simulation).
-3. `replicas_needed(scenario, peak_qps)` — the fewest replicas (exponential then binary search
-   over N), then *verified* by simulating the whole fleet at the peak: N meets, N−1 does not.
+3. `replicas_needed(scenario, peak_qps)` — the fewest replicas: ⌈peak ÷ max rate⌉ under the
+   Poisson-splitting property, then an exponential-then-binary search over N in which every
+   step simulates the whole routed fleet at the peak, ending at N that meets with N−1 missing.
 4. `search(scenario, peak_qps, space)` — the cheapest configuration over a `SearchSpace`
    (GPU type, tensor parallel, `max_num_seqs`, token budget, quantization, KV dtype,
    speculation, offload): configurations that cannot load are pruned before any simulation,
@@ -40,11 +41,11 @@ Replicas and the routing assumption
 A Poisson stream of rate λ routed uniformly at random over N replicas splits into N
 independent Poisson streams of rate λ/N (the thinning/splitting property of the Poisson
 process; e.g. Ross, *Introduction to Probability Models*, §5.3). With identical replicas the
-fleet's attainment is then exactly one replica's attainment at λ/N, so the search over N
-simulates one replica at λ/N. This is exact for random routing of Poisson arrivals and
-conservative for smarter routers (least-loaded / join-shortest-queue balance load better).
-The verification does not rely on it: it generates the peak stream, routes every request to a
-uniformly random replica, simulates each replica on its own share, and pools the requests.
+fleet's attainment is then exactly one replica's attainment at λ/N, so N = ⌈λ ÷ r*⌉ with r*
+one replica's max rate. This is exact for random routing of Poisson arrivals and conservative
+for smarter routers (least-loaded / join-shortest-queue balance load better). The verification
+does not rely on it: it generates the peak stream, routes every request to a uniformly random
+replica, simulates each replica on its own share, and pools the requests.
 
 Reproducibility: every probe uses the scenario's seed, so probes at different rates share the
 same underlying draws (common random numbers: a Poisson stream at rate r is the unit stream
@@ -366,14 +367,22 @@ class ReplicaAnswer:
     """The fewest replicas N for `peak_qps`, with the checks that justify it."""
 
     peak_qps: float
-    replicas: int  # 0 when no N up to MAX_REPLICAS meets the SLO
-    search_checks: dict[int, SloCheck]  # N → one replica at peak/N
-    fleet_at_n: SloCheck | None = None  # verification: the fleet of N at the peak
-    fleet_at_n_minus_1: SloCheck | None = None  # … and of N − 1 (None when N = 1)
+    replicas: int  # 0 when no rate meets the SLO (more replicas cannot help)
+    max_rate_qps: float  # one replica's max rate within the SLO (`find_max_rate`)
+    split_estimate: int  # ⌈peak ÷ max rate⌉: the answer under the Poisson-splitting property
+    fleet_checks: dict[int, SloCheck] = field(default_factory=dict)  # N → the routed fleet at the peak
     saturation_qps: float = math.inf  # one replica's throughput ceiling (see `saturation_qps`)
 
     def fleet_meets(self, check: SloCheck | None, n: int) -> bool:
         return check is not None and n > 0 and check.meets and self.peak_qps / n < self.saturation_qps
+
+    @property
+    def fleet_at_n(self) -> SloCheck | None:
+        return self.fleet_checks.get(self.replicas)
+
+    @property
+    def fleet_at_n_minus_1(self) -> SloCheck | None:
+        return self.fleet_checks.get(self.replicas - 1)
 
     @property
     def verified(self) -> bool:
@@ -391,68 +400,73 @@ def replicas_needed(
     verify: bool = True,
     num_requests: int | None = None,
     executor: Executor | None = None,
-    max_adjust: int = 4,
+    max_rate: float | None = None,
     saturation: float | None = None,
+    max_fleet_sims: int = 8,
 ) -> ReplicaAnswer:
-    """Fewest replicas meeting the SLO at `peak_qps`: exponential search for a meeting N
-    (from `hint`, e.g. ⌈peak / max rate⌉, else from 1), binary search below it, each step one
-    replica simulated at peak/N. With `verify`, the whole fleet is then simulated at the peak
-    (random routing) for N and N − 1; if the fleet disagrees with the split-stream search near
-    the boundary (sampling noise), N moves one step at a time (at most `max_adjust`) until N
-    meets and N − 1 does not."""
+    """Fewest replicas meeting the SLO at `peak_qps`.
+
+    Split-stream answer: with random routing each of N replicas sees Poisson traffic at
+    peak / N (module docstring), so N = ⌈peak ÷ r*⌉ with r* = `find_max_rate` (pass `max_rate`
+    when it is known). This is monotone by construction — in the peak (a ceiling of a ratio)
+    and in the SLO (a bisection whose predicate only gets stricter as the SLO tightens returns
+    a rate that is never higher) — which per-N probes at nearby rates are not: two runs at
+    144 and 146 req/s can land on either side of a 99 % attainment by sampling noise.
+
+    Verification (`verify`): exponential then binary search over N, each step a simulation of
+    the whole routed fleet at the peak (`fleet_check`), starting from `hint` (default the
+    split-stream N): the answer is the fewest N whose fleet meets the SLO with N − 1 missing.
+    Near the boundary the fleet (N × the requests of one probe) can disagree with the split-
+    stream estimate by a replica; it then wins, since it simulates more requests. At most
+    `max_fleet_sims` fleets are simulated; if none meets, N stays the split-stream answer and
+    `verified` is False.
+    """
     if not peak_qps > 0:
         raise LifecostError(f"must be > 0, got {peak_qps}", field="--peak-qps")
-    checks: dict[int, SloCheck] = {}
     sat = saturation if saturation is not None and saturation > 0 else saturation_qps(scenario, num_requests)  # NaN > 0 is False
+    if max_rate is None:
+        max_rate = find_max_rate(scenario, num_requests=num_requests, saturation=sat).max_rate_qps
+    if not max_rate > 0:
+        return ReplicaAnswer(peak_qps, 0, 0.0, 0, saturation_qps=sat)
+    estimate = max(1, math.ceil(peak_qps / max_rate - 1e-12))
+    if not verify:
+        return ReplicaAnswer(peak_qps, estimate, max_rate, estimate, saturation_qps=sat)
 
-    def meets(n: int) -> bool:
-        if n not in checks:
-            checks[n] = Probe(scenario, peak_qps / n, num_requests, n_replicas=n)()
-        return checks[n].meets and peak_qps / n < sat
+    fleet: dict[int, SloCheck] = {}
+    answer = ReplicaAnswer(peak_qps, estimate, max_rate, estimate, fleet, sat)
 
-    # Exponential phase: a failing `lo` and a meeting `hi`.
-    n = max(1, int(hint or 1))
-    if meets(n):
-        hi, lo, step = n, 0, 1
-        while hi - step >= 1 and meets(hi - step):
+    def ok(n: int) -> bool | None:
+        """Fleet of n meets the SLO at the peak; None when the simulation budget is spent."""
+        if n <= 0:
+            return False
+        if n not in fleet:
+            if len(fleet) >= max_fleet_sims:
+                return None
+            fleet[n] = fleet_check(scenario, peak_qps, n, num_requests=num_requests, executor=executor)
+        return answer.fleet_meets(fleet[n], n)
+
+    start = max(1, int(hint or estimate))
+    first = ok(start)
+    if first:
+        hi, step = start, 1  # meets: step down until a fleet misses
+        while (r := ok(hi - step)) is True:
             hi, step = hi - step, step * 2
         lo = max(0, hi - step)
     else:
-        lo, hi = n, n * 2
-        while not meets(hi):
-            if hi >= MAX_REPLICAS:
-                return ReplicaAnswer(peak_qps, 0, dict(sorted(checks.items())), saturation_qps=sat)
-            lo, hi = hi, min(hi * 2, MAX_REPLICAS)
-    # Binary phase: lowest meeting N in (lo, hi].
+        lo, step = start, 1  # misses: step up until a fleet meets
+        while (r := ok(lo + step)) is False:
+            lo, step = lo + step, step * 2
+        if r is None:
+            return answer
+        hi = lo + step
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if meets(mid):
-            hi = mid
-        else:
-            lo = mid
-    best = hi
-    if not verify:
-        return ReplicaAnswer(peak_qps, best, dict(sorted(checks.items())), saturation_qps=sat)
-
-    fleet: dict[int, SloCheck] = {}
-
-    def fleet_meets(k: int) -> bool:
-        if k == 0:
-            return False
-        if k not in fleet:
-            fleet[k] = fleet_check(scenario, peak_qps, k, num_requests=num_requests, executor=executor)
-        return fleet[k].meets and peak_qps / k < sat
-
-    for _ in range(max_adjust):
-        if not fleet_meets(best):
-            best += 1
-        elif fleet_meets(best - 1):
-            best -= 1
-        else:
+        r = ok(mid)
+        if r is None:
             break
-    fleet_meets(best)
-    fleet_meets(best - 1)
-    return ReplicaAnswer(peak_qps, best, dict(sorted(checks.items())), fleet.get(best), fleet.get(best - 1), sat)
+        lo, hi = (lo, mid) if r else (mid, hi)
+    ok(hi - 1)  # record the N − 1 fleet for the verification
+    return ReplicaAnswer(peak_qps, hi, max_rate, estimate, fleet, sat)
 
 
 # --- 3. the cheapest configuration ------------------------------------------------------------
@@ -833,7 +847,13 @@ def search(
         k = pending[0]
         _, variant = variants[k]
         ans = replicas_needed(
-            variant, peak_qps, hint=int(table.at[k, "replicas_est"]), verify=verify, num_requests=num_requests, executor=executor, saturation=float(table.at[k, "saturation_qps"])
+            variant,
+            peak_qps,
+            verify=verify,
+            num_requests=num_requests,
+            executor=executor,
+            max_rate=float(table.at[k, "max_qps_per_replica"]),
+            saturation=float(table.at[k, "saturation_qps"]),
         )
         cost = ans.replicas * table.at[k, "gpus_per_replica"] * table.at[k, "usd_per_gpu_hour"] if ans.replicas > 0 else math.inf
         confirmed[k] = (cost, ans)

@@ -128,8 +128,8 @@ def test_a_tighter_slo_never_allows_a_higher_rate():
 # --- replicas ---------------------------------------------------------------------------------
 
 
-@settings(max_examples=8, deadline=None)
-@given(st.lists(st.floats(20.0, 900.0), min_size=2, max_size=3))
+@settings(max_examples=5, deadline=None)
+@given(st.lists(st.floats(20.0, 900.0), min_size=2, max_size=4))
 def test_more_traffic_never_needs_fewer_replicas(peaks):
     s = tiny()
     counts = [replicas_needed(s, p, verify=False).replicas for p in sorted(peaks)]
@@ -154,6 +154,16 @@ def test_the_answer_meets_the_slo_at_the_peak_and_one_replica_fewer_does_not():
     assert fleet_check(s, peak, ans.replicas).meets
     fewer = fleet_check(s, peak, ans.replicas - 1)
     assert not fewer.meets and peak / (ans.replicas - 1) <= ans.saturation_qps  # missed by latency, not by the ceiling
+
+
+def test_the_fleet_search_lands_within_one_replica_of_the_split_stream_estimate():
+    s = tiny()
+    for peak in (250.0, 480.0, 700.0):
+        ans = replicas_needed(s, peak)
+        assert ans.verified, peak
+        assert abs(ans.replicas - ans.split_estimate) <= 1, (peak, ans.replicas, ans.split_estimate)
+        assert ans.replicas in ans.fleet_checks and (ans.replicas == 1 or ans.replicas - 1 in ans.fleet_checks)
+        assert len(ans.fleet_checks) <= 8  # the fleet-simulation budget
 
 
 def test_the_split_stream_model_agrees_with_a_routed_fleet():
