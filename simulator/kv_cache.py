@@ -11,10 +11,10 @@ counts and hit lengths, not block ids — so every call is O(1) (eviction is O(n
 evicted)). Block states:
 
     free        not held by any request, holding nothing reusable
-    evictable   a cached prefix no running request references (LRU order; reusable on a hit,
-                taken back block by block from the tail when free blocks run out, as vLLM's
+    evictable   cached prefix blocks no running request references (LRU order; reusable on a
+                hit, taken back block by block from the tail when free blocks run out, as vLLM's
                 free queue returns a sequence's tail blocks first)
-    in use      private blocks of running requests + cached prefixes with references > 0
+    in use      private blocks of running requests + the referenced part of cached prefixes
 
 `capacity = free + evictable + in_use` always holds (`check()` asserts it).
 
@@ -38,7 +38,12 @@ def blocks_for(num_tok: int, block_size_tok: int) -> int:
 
 
 class KVCacheManager:
-    """Counts of free / evictable / in-use KV blocks on one replica, plus the prefix cache."""
+    """Counts of free / evictable / in-use KV blocks on one replica, plus the prefix cache.
+
+    A cached prefix is an entry of `blocks` full blocks. Each running request that reuses it
+    references its first `shared` blocks; the entry's first `pinned` = max(shared) blocks are in
+    use, the rest of it (its tail) stays evictable, as vLLM frees and re-caches block by block.
+    """
 
     def __init__(self, num_blocks: int, block_size_tok: int, enable_prefix_caching: bool = True):
         if block_size_tok < 1:
@@ -49,11 +54,11 @@ class KVCacheManager:
         self.block_size_tok = block_size_tok
         self.enable_prefix_caching = enable_prefix_caching
         self.free_blocks = num_blocks
-        self.evictable_blocks = 0
-        # prefix_id -> blocks cached / running requests referencing it
-        self._prefix_blocks: dict[int, int] = {}
-        self._prefix_refs: dict[int, int] = {}
-        self._lru: OrderedDict[int, None] = OrderedDict()  # unreferenced prefixes, oldest first
+        self.evictable_blocks = 0  # Σ over prefix entries of (blocks − pinned)
+        self._prefix_blocks: dict[int, int] = {}  # prefix id → full blocks cached
+        self._prefix_users: dict[int, dict[int, int]] = {}  # prefix id → {shared blocks: running requests}
+        self._prefix_pinned: dict[int, int] = {}  # prefix id → max shared blocks of its users (0: none)
+        self._lru: OrderedDict[int, None] = OrderedDict()  # prefixes with an evictable tail, least recent first
         # accounting
         self.hit_blocks = 0  # prefix blocks reused by admitted requests
         self.evicted_blocks = 0
@@ -66,24 +71,32 @@ class KVCacheManager:
 
     @property
     def used_blocks(self) -> int:
-        """Blocks held by running requests (private blocks and referenced prefixes)."""
+        """Blocks held by running requests (private blocks and the pinned part of prefixes)."""
         return self.num_blocks - self.free_blocks - self.evictable_blocks
 
+    def pinned_prefix_blocks(self) -> int:
+        """Prefix blocks running requests reference (each counted once)."""
+        return sum(self._prefix_pinned.values())
+
     def check(self) -> None:
-        """Assert the block-conservation invariants (cheap; used by tests)."""
+        """Assert the block-conservation invariants (cheap enough for tests)."""
         assert 0 <= self.free_blocks <= self.num_blocks, self.free_blocks
         assert 0 <= self.evictable_blocks <= self.num_blocks, self.evictable_blocks
         assert 0 <= self.used_blocks <= self.num_blocks, self.used_blocks
-        assert self.evictable_blocks == sum(self._prefix_blocks[p] for p in self._lru)
-        assert all(self._prefix_refs[p] == 0 for p in self._lru)
-        assert all(r >= 0 for r in self._prefix_refs.values())
+        assert self.evictable_blocks == sum(self._prefix_blocks[p] - self._prefix_pinned[p] for p in self._prefix_blocks)
+        for p, blocks in self._prefix_blocks.items():
+            users = self._prefix_users[p]
+            assert all(c > 0 for c in users.values())
+            assert self._prefix_pinned[p] == max(users, default=0) <= blocks, p
+            assert (p in self._lru) == (blocks > self._prefix_pinned[p]), p
+            assert blocks > 0, p
 
     # -- prefix cache ---------------------------------------------------------------------
     def lookup_prefix(self, prefix_id: int, prefix_tok: int, num_tokens: int) -> int:
         """Blocks of `prefix_id` already cached that a request of `num_tokens` tokens may reuse.
 
-        No side effect (vLLM: `get_computed_blocks`). Capped at full blocks
-        of the prefix and below the whole request, so at least one token is computed.
+        No side effect (vLLM: `get_computed_blocks`). Capped at full blocks of the prefix and
+        below the whole request, so at least one token is computed (vLLM recomputes the last).
         """
         if not self.enable_prefix_caching or prefix_id < 0 or prefix_tok < self.block_size_tok:
             return 0
@@ -95,56 +108,77 @@ class KVCacheManager:
 
         `shared_blocks` is how many prefix blocks the request already references (its hit).
         Returns the blocks it references afterwards. Its private prefix blocks move into the
-        cache entry when it is the entry's only user (or the entry is new); otherwise the request
-        keeps them private (two requests computed the same prefix concurrently — vLLM would
-        dedupe by hash at block level; the difference is a few blocks for one request's life).
+        cache entry when the entry is new, or when the request references all of it (it then
+        grows to the full prefix); otherwise the request keeps them private (two requests computed
+        the same prefix concurrently — vLLM would dedupe by hash at block level; the difference is
+        a few blocks for one request's life).
         """
         if not self.enable_prefix_caching or prefix_id < 0:
             return shared_blocks
         full = prefix_tok // self.block_size_tok
         if full <= shared_blocks:
             return shared_blocks
-        refs = self._prefix_refs.get(prefix_id)
-        if refs is None:  # new entry, referenced by this request
+        blocks = self._prefix_blocks.get(prefix_id)
+        if blocks is None:  # new entry, referenced by this request
             self._prefix_blocks[prefix_id] = full
-            self._prefix_refs[prefix_id] = 1
+            self._prefix_users[prefix_id] = {full: 1}
+            self._prefix_pinned[prefix_id] = full
             return full
-        if refs == 1 and shared_blocks > 0 and self._prefix_blocks[prefix_id] == shared_blocks:
-            # only this request uses it and holds all of it: extend it to the full prefix
-            self._prefix_blocks[prefix_id] = full
+        if shared_blocks > 0 and blocks == shared_blocks:
+            # it references all of the entry (so all of it is pinned): its private blocks up to
+            # the full prefix join the entry, still in use; nothing becomes evictable
+            users = self._prefix_users[prefix_id]
+            users[shared_blocks] -= 1
+            if not users[shared_blocks]:
+                del users[shared_blocks]
+            users[full] = users.get(full, 0) + 1
+            self._prefix_blocks[prefix_id] = self._prefix_pinned[prefix_id] = full
             return full
         return shared_blocks
 
-    def _acquire_prefix(self, prefix_id: int) -> None:
-        refs = self._prefix_refs[prefix_id]
-        if refs == 0:
-            del self._lru[prefix_id]
-            self.evictable_blocks -= self._prefix_blocks[prefix_id]
-        self._prefix_refs[prefix_id] = refs + 1
+    def _add_user(self, pid: int, shared: int) -> None:
+        users = self._prefix_users[pid]
+        users[shared] = users.get(shared, 0) + 1
+        old = self._prefix_pinned[pid]
+        if shared > old:
+            self._prefix_pinned[pid] = shared
+            self.evictable_blocks -= shared - old
+            if shared == self._prefix_blocks[pid]:
+                self._lru.pop(pid, None)
+        if pid in self._lru:
+            self._lru.move_to_end(pid)  # a hit makes it recently used
 
-    def _release_prefix(self, prefix_id: int) -> None:
-        refs = self._prefix_refs[prefix_id] - 1
-        self._prefix_refs[prefix_id] = refs
-        if refs == 0:
-            self._lru[prefix_id] = None
-            self.evictable_blocks += self._prefix_blocks[prefix_id]
+    def _drop_user(self, pid: int, shared: int) -> None:
+        users = self._prefix_users[pid]
+        left = users[shared] - 1
+        if left:
+            users[shared] = left
+        else:
+            del users[shared]
+        old = self._prefix_pinned[pid]
+        new = max(users, default=0)
+        if new < old:
+            self._prefix_pinned[pid] = new
+            self.evictable_blocks += old - new
+            self._lru[pid] = None
+            self._lru.move_to_end(pid)
 
     def _evict(self, num_blocks: int) -> None:
-        """Turn `num_blocks` evictable blocks into free ones, least recently used prefix first."""
+        """Turn `num_blocks` evictable blocks into free ones: tails of the least recently used prefixes first."""
         while num_blocks > 0:
             pid = next(iter(self._lru))
-            have = self._prefix_blocks[pid]
-            take = min(have, num_blocks)
+            have, pinned = self._prefix_blocks[pid], self._prefix_pinned[pid]
+            take = min(have - pinned, num_blocks)
             num_blocks -= take
             self.evictable_blocks -= take
             self.free_blocks += take
             self.evicted_blocks += take
-            if take == have:
+            if take == have - pinned:
                 del self._lru[pid]
-                del self._prefix_blocks[pid]
-                del self._prefix_refs[pid]
-            else:
-                self._prefix_blocks[pid] = have - take
+                if pinned == 0:
+                    del self._prefix_blocks[pid], self._prefix_users[pid], self._prefix_pinned[pid]
+                    continue
+            self._prefix_blocks[pid] = have - take
 
     # -- the admission primitive -----------------------------------------------------------
     def allocate(self, num_computed_tok: int, num_new_tok: int, *, prefix_id: int = -1, hit_blocks: int = 0) -> int | None:
@@ -158,11 +192,11 @@ class KVCacheManager:
         bs = self.block_size_tok
         need = -(-(num_computed_tok + num_new_tok) // bs) - -(-num_computed_tok // bs)
         if hit_blocks:
-            # A referenced evictable prefix stops being evictable: it cannot pay for `need`.
-            cached_free = self._prefix_blocks[prefix_id] if self._prefix_refs[prefix_id] == 0 else 0
-            if need > self.free_blocks + self.evictable_blocks - cached_free:
+            # hit blocks still evictable become pinned: they cannot pay for `need`
+            newly_pinned = max(0, hit_blocks - self._prefix_pinned[prefix_id])
+            if need > self.free_blocks + self.evictable_blocks - newly_pinned:
                 return None
-            self._acquire_prefix(prefix_id)
+            self._add_user(prefix_id, hit_blocks)
             self.hit_blocks += hit_blocks
         elif need > self.free_blocks + self.evictable_blocks:
             return None
@@ -184,4 +218,4 @@ class KVCacheManager:
         """A request finished or was preempted: return its private blocks, drop its prefix reference."""
         self.free_blocks += num_private_blocks
         if shared_blocks:
-            self._release_prefix(prefix_id)
+            self._drop_user(prefix_id, shared_blocks)

@@ -31,7 +31,7 @@ def setups(draw):
     n = draw(st.integers(1, 30))
     gaps = draw(st.lists(st.floats(0.0, 0.05), min_size=n, max_size=n))
     prompt = draw(st.lists(st.integers(1, 300), min_size=n, max_size=n))
-    output = draw(st.lists(st.integers(1, 120), min_size=n, max_size=n))
+    output = draw(st.lists(st.integers(1, 300), min_size=n, max_size=n))  # some run into max_model_len
     pids = draw(st.lists(st.integers(-1, 2), min_size=n, max_size=n))
     ptok_frac = draw(st.lists(st.floats(0.0, 1.0), min_size=n, max_size=n))
     prio = draw(st.lists(st.integers(0, 2), min_size=n, max_size=n))
@@ -143,3 +143,20 @@ def test_same_seed_gives_identical_result_and_another_seed_does_not():
     c = simulate(scenario, num_requests=300, seed=8)
     assert a.same_as(b)
     assert not a.same_as(c)
+
+
+def test_a_long_cached_prefix_does_not_pin_blocks_a_shorter_hit_does_not_use():
+    """Regression: a request reusing 58 blocks of a 105-block prefix must not hold all 105, or a
+    KV cache sized for one max-length sequence can never fit it (found by hypothesis)."""
+    n = 15
+    prompt = np.array([105, 1, 1, 1, 1, 1, 233] + [1] * 8)
+    output = np.array([1] * 6 + [234] + [1] * 8)
+    ptok = np.zeros(n, int)
+    ptok[0], ptok[6] = 105, 58
+    reqs = Requests(arrival_s=np.zeros(n), prompt_tok=prompt, output_tok=output, class_id=np.zeros(n, np.int16), priority=np.zeros(n, np.int16),
+                    prefix_id=np.zeros(n, int), prefix_tok=ptok, class_names=("chat",))
+    engine = {"block_size_tok": 1, "max_num_seqs": 1, "max_num_batched_tokens": 512, "max_model_len_tok": MAX_LEN, "enable_chunked_prefill": False}
+    scenario = Scenario.model_validate({"model": {"name": "Llama-3.2-1B"}, "engine": engine})
+    res = simulate(scenario, reqs, kv_blocks=MAX_LEN)
+    check_invariants(scenario, reqs, MAX_LEN, res)
+    assert res.requests["prefix_hit_tok"][6] == 58

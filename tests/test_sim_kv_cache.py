@@ -131,5 +131,20 @@ def test_random_admissions_and_frees_conserve_blocks(ops, block):
 
 
 def _shared_in_use(kv: KVCacheManager) -> int:
-    """Blocks of prefixes some live request references (counted once, however many reference them)."""
-    return sum(kv._prefix_blocks[p] for p, refs in kv._prefix_refs.items() if refs > 0)
+    """Prefix blocks some live request references (counted once, however many reference them)."""
+    return kv.pinned_prefix_blocks()
+
+
+def test_a_shorter_hit_pins_only_the_blocks_it_uses_and_the_tail_stays_evictable():
+    kv = KVCacheManager(10, 4)
+    kv.allocate(0, 24)
+    assert kv.cache_prefix(9, 24, 0) == 6  # a 6-block prefix, pinned by its author
+    kv.free(0, 9, 6)
+    assert kv.evictable_blocks == 6
+    hit = kv.lookup_prefix(9, 24, 10)  # a 10-token request can reuse 2 blocks (9 tokens) of it
+    assert hit == 2
+    assert kv.allocate(8, 2, prefix_id=9, hit_blocks=hit) == 1
+    assert (kv.used_blocks, kv.evictable_blocks, kv.free_blocks) == (3, 4, 3)
+    assert kv.allocate(0, 28) == 7  # the unused tail of the prefix can still be evicted
+    assert kv.lookup_prefix(9, 24, 100) == 2
+    kv.check()
