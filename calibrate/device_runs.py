@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 from calibrate.runlog import RunLog, write_atomic
 from calibrate.serve_base import (ServeRequest, burst, poisson_requests, pure_decode_step_s, read_length_pairs,
-                                  replay_record, summarize, workload_key)
+                                  replay_record, workload_key)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRACE_CSV = REPO_ROOT / "tests" / "fixtures" / "calibrate_traces" / "splitwise_conv_head1000.csv"
