@@ -5,9 +5,9 @@ with the versioned `models.profile.Profile` out); `load_runs(dir)` reads every `
 and the probe of a calibration folder. The three fits are independent:
 
 1. **Step time** (`fit_step_time`). The simulator charges an engine iteration
-       t = c0_s + c1·linear_FLOPs/peak + c2·weight_bytes/BW + c3·attn_prefill_FLOPs/peak
-             + c4·KV_bytes_read/BW                                   (DESIGN.md, predictor)
-   which is linear in (c0 … c4). The feature of coefficient k for a step is therefore the time
+       t = c0_s + c0_layer_s·num_layers + c1·linear_FLOPs/peak + c2·weight_bytes/BW
+             + c3·attn_prefill_FLOPs/peak + c4·KV_bytes_read/BW    (DESIGN.md, predictor)
+   which is linear in the coefficients. The feature of coefficient k for a step is therefore the time
    `FittedPredictor` itself predicts with the unit vector e_k as coefficients
    (`feature_matrix`): the fit and the simulator cannot disagree on a feature, whatever the
    predictor's bookkeeping (context conventions, prefill pairs, future terms). An *observation*
@@ -54,7 +54,7 @@ from models.profile import (Ceilings, EnergyTerms, FitStats, Profile, ProfileEng
                             TrainingTerms)
 from simulator.predictor import FittedPredictor, StepFeatures
 
-COEFF_NAMES = ("c0_s", "c1", "c2", "c3", "c4")
+COEFF_NAMES = ("c0_s", "c0_layer_s", "c1", "c2", "c3", "c4")
 ENGINE_NAMES = {"transformers": "transformers-cb", "vllm": "vllm", "http": "openai-http", "openai-http": "openai-http"}
 
 
@@ -454,8 +454,13 @@ def fit_step_time(observations: list[StepObservation], basis: list[FittedPredict
     `basis`: one model's basis predictors, or {card name: basis} when the observations span models.
     `lower`: floors for coefficients, e.g. {"c1": 1, "c2": 1} on a GPU — a GEMM cannot beat the
     measured GEMM ceiling, nor can the weights stream faster than the measured copy bandwidth.
-    The floors matter because one model's runs cannot tell c0_s from c2 (the weights are the same
-    bytes every step): the floor puts the physically required part in c2 and the rest in c0_s.
+
+    One model's runs cannot tell apart the three per-step constants — c0_s, c0_layer_s·layers and
+    c2·weights/BW are the same every step. The floor puts the physically required weight
+    streaming in c2, and the rest goes per layer (c0_s = 0): on the H100 the transformers CB
+    engine's batch-1 decode step grew with depth (Llama 1B/3B/8B, 16/28/32 layers: 11.2/25.8/
+    34.6 ms) far more than with weight bytes, as per-layer host work does. Runs of two depths fit
+    both constants.
     """
     obs = [o for o in observations if o.time_s > 0 and math.isfinite(o.time_s)]
     if len(obs) < 2:
@@ -466,6 +471,11 @@ def fit_step_time(observations: list[StepObservation], basis: list[FittedPredict
     else:
         a = feature_matrix(basis, obs)
     y = np.array([o.time_s for o in obs])
+    depths = {round(float(r[1] / r[0]), 6) for r in a if r[0] > 0}
+    if len(depths) <= 1:
+        # one depth: a per-step and a per-layer constant are the same column; put it per layer
+        a = a.copy()
+        a[:, 0] = 0.0
     x = nnls_relative(a, y, np.array([(lower or {}).get(k, 0.0) for k in COEFF_NAMES]))
     pred = a @ x
     by_source = {}
@@ -637,7 +647,7 @@ def fit_profile(runs: Runs, *, command: str, serve_fit_model: str | None = None,
         say(f"step-time fit: {len(obs)} observations from {len(fit_recs)} {serve_fit_model} bursts")
         # On a GPU no term can beat the probe's ceilings (c1…c4 ≥ 1). A CPU gets no floors: a small
         # model's weights sit in its last-level cache, faster than the DRAM copy the probe measures.
-        floors = {} if gpu.vendor == "cpu" else dict.fromkeys(COEFF_NAMES[1:], 1.0)
+        floors = {} if gpu.vendor == "cpu" else dict.fromkeys(("c1", "c2", "c3", "c4"), 1.0)
         step_fit = fit_step_time(obs, {serve_fit_model: basis}, lower=floors)
         backend = fit_recs[0].get("backend", "vllm")
         engine = ProfileEngine(name=ENGINE_NAMES.get(backend, backend), version=str(fit_recs[0].get("engine_version", "unknown")),

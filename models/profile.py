@@ -78,8 +78,8 @@ class Ceilings(_Section):
 class StepTimeCoeffs(_Section):
     """Coefficients of the fitted step-time formula (DESIGN.md, "The step-time predictor").
 
-    t_step = c0_s + c1·linear_FLOPs/peak + c2·weight_bytes/HBM_BW + c3·attn_prefill_FLOPs/peak
-             + c4·KV_bytes_read/HBM_BW
+    t_step = c0_s + c0_layer_s·num_layers + c1·linear_FLOPs/peak + c2·weight_bytes/HBM_BW
+             + c3·attn_prefill_FLOPs/peak + c4·KV_bytes_read/HBM_BW
     where peak = `Ceilings.gemm_bf16_tflops` and HBM_BW = `Ceilings.hbm_copy_tb_s` of the same
     Profile (the datasheet values when a ceiling is missing). c0_s is seconds (typically
     1e-3 … 1e-2: scheduler, sampling, kernel launches); c1…c4 are dimensionless inverse
@@ -89,6 +89,9 @@ class StepTimeCoeffs(_Section):
     """
 
     c0_s: float = Field(ge=0.0)
+    # host time per decoder layer per step (s): kernel launches and per-layer Python that an
+    # engine pays on every step whatever the batch; it makes the fixed cost grow with depth
+    c0_layer_s: float = Field(0.0, ge=0.0)
     c1: float = Field(ge=0.0)
     c2: float = Field(ge=0.0)
     c3: float = Field(ge=0.0)

@@ -26,8 +26,8 @@ Two implementations behind one small interface (`StepTimePredictor`):
   formats with native tensor-core support use their own peak (fp8 → `fp8_tflops`, int8 W8A8 →
   `int8_tops`); weight-only int4 (AWQ/GPTQ/GGUF) computes in bf16.
 * `FittedPredictor` — the DESIGN.md form with coefficients from a calibration Profile:
-      t = c0_s + c1·linear_FLOPs/peak + c2·weight_bytes/BW + c3·attn_prefill_FLOPs/peak
-            + c4·KV_bytes_read/BW
+      t = c0_s + c0_layer_s·num_layers + c1·linear_FLOPs/peak + c2·weight_bytes/BW
+            + c3·attn_prefill_FLOPs/peak + c4·KV_bytes_read/BW
   with peak and BW the Profile's *measured* ceilings. c0_s ~ 1e-3…1e-2 s (scheduler, sampling,
   launches); c1…c4 ~ 1…3 (inverse efficiencies).
 
@@ -261,7 +261,7 @@ class FittedPredictor(_LinePredictor):
         st = profile.step_time
         if st is None:
             raise LifecostError(f"Profile {profile.key} has no step_time section", field="engine.profile", fix="run `lifecost calibrate` with serving sweeps, or use profile: roofline")
-        if st.c0_s <= 0 and st.c2 <= 0:
+        if st.c0_s <= 0 and st.c2 <= 0 and st.c0_layer_s <= 0:
             raise LifecostError(f"Profile {profile.key} has c0_s = c2 = 0: a decode step would take no time", field="engine.profile step_time", fix="re-fit the Profile (c0_s is the fixed per-step overhead)")
         self.profile = profile
         self.costs = ModelCosts.from_cards(card, gpu, quant, kv_dtype, tp)
@@ -272,7 +272,8 @@ class FittedPredictor(_LinePredictor):
         self.quant_factor = q = st.quant_factors.get(quant, DEFAULT_QUANT_FACTOR)
         c = self.costs
         # seconds per unit of each feature, coefficients and quant factor folded in
-        self._s_fixed = (self.c0_s + self.c2 * c.weight_bytes / self.bytes_s) * q
+        # per-step host time: a fixed part and one per decoder layer (Profile `c0_layer_s`)
+        self._s_fixed = (self.c0_s + st.c0_layer_s * card.num_layers + self.c2 * c.weight_bytes / self.bytes_s) * q
         self._s_per_tok = self.c1 * c.linear_flops_per_tok / self.flops_s * q
         self._s_per_pair = self.c3 * c.attn_flops_per_pair / self.flops_s * q
         self._s_per_kv_tok = self.c4 * c.kv_bytes_per_tok / self.bytes_s * q
