@@ -223,11 +223,12 @@ def headroom(digest: str, _scenario: Scenario, replicas: int, peak_qps: float):
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def replicas_at(digest: str, _scenario: Scenario, peak_qps: float, hint: int):
-    """Fewest replicas meeting the SLO at one peak rate (`simulator.capacity.replicas_needed`)."""
+def replicas_at(digest: str, _scenario: Scenario, peak_qps: float, max_rate_qps: float):
+    """Fewest replicas at one peak rate: `simulator.capacity.replicas_needed`'s split-stream answer
+    from the per-replica capacity the search found (no fleet verification: that is the search's)."""
     from simulator.capacity import replicas_needed
 
-    return replicas_needed(_scenario, peak_qps, hint=hint, verify=False).replicas
+    return replicas_needed(_scenario, peak_qps, verify=False, max_rate=max_rate_qps).replicas
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

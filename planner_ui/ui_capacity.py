@@ -11,8 +11,6 @@ and its miss" is shown next to the SLO inputs.
 
 from __future__ import annotations
 
-import math
-
 import streamlit as st
 
 from planner_ui import ui_calls
@@ -73,8 +71,8 @@ def render(built: Built) -> None:
     for i, f in enumerate(RATE_FRACTIONS):
         bar.progress(0.6 + 0.4 * i / len(RATE_FRACTIONS), text=f"Replicas needed at {f:g}× the peak…")
         rate = peak * f
-        hint = max(1, math.ceil(rate / answer.max_qps_per_replica))
-        n = ui_calls.call(ui_calls.replicas_at, s.digest(), answer.scenario, float(rate), hint, built=built)
+        n = answer.replicas if f == 1.0 else \
+            ui_calls.call(ui_calls.replicas_at, s.digest(), answer.scenario, float(rate), answer.max_qps_per_replica, built=built)
         if n is not None:
             rows.append({"peak_qps": rate, "replicas": n, "gpus": n * answer.gpus_per_replica})
     bar.empty()
