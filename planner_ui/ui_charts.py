@@ -298,7 +298,7 @@ def headroom_chart(curve, slo: dict[str, Any], peak_qps: float) -> go.Figure:
     fig.add_hline(y=1.0, line_dash="dash", line_color=PALETTE[4], row=1, col=2)
     for c in (1, 2):
         fig.add_vline(x=peak_qps, line_dash="dot", line_color="#64748b", row=1, col=c,
-                      annotation_text="peak" if c == 1 else None)
+                      annotation_text="peak", annotation_position="bottom right")
         fig.update_xaxes(title_text="fleet request rate (req/s)", row=1, col=c)
     fig.update_yaxes(tickformat=".0%", row=1, col=1)
     fig.update_yaxes(title_text="× of the bound (≤ 1 meets)", row=1, col=2)
