@@ -74,8 +74,9 @@ class Runs:
 def load_runs(path: str | Path) -> Runs:
     """Read every `*.jsonl` run log under `path` (or the one file) and the probe next to them.
 
-    The probe is `probe.json` in the folder or its parent (the layout of `models/profiles/<gpu>/`:
-    `probe.json` beside `runs/`), else a `kind: probe` record in a log.
+    The probe is `probe.json` in the folder, its parent or grandparent (the layout of
+    `models/profiles/<gpu>/`: `probe.json` beside `runs/` or beside `<engine>/runs/`), else a
+    `kind: probe` record in a log.
     """
     from calibrate.runlog import RunLog
 
@@ -98,7 +99,7 @@ def load_runs(path: str | Path) -> Runs:
                 records.append(rec)
     probe = None
     folder = p if p.is_dir() else p.parent
-    for cand in (folder / "probe.json", folder.parent / "probe.json"):
+    for cand in (folder / "probe.json", folder.parent / "probe.json", folder.parent.parent / "probe.json"):
         if cand.is_file():
             probe = json.loads(cand.read_text(encoding="utf-8"))
             break
@@ -415,17 +416,21 @@ def record_observations(rec: dict[str, Any]) -> list[StepObservation]:
 
 
 # ----------------------------------------------------------------------------------- fits
-def nnls_relative(a: np.ndarray, y: np.ndarray, lower: np.ndarray | None = None) -> np.ndarray:
-    """x ≥ `lower` (default 0) minimising Σ ((a·x − y)/y)²: NNLS on rows scaled by 1/y for the
-    excess x − lower (target 1 − a·lower/y), each column scaled to unit norm first so seconds-sized
-    and microsecond-sized features are solved alike."""
+def nnls_relative(a: np.ndarray, y: np.ndarray, lower: np.ndarray | None = None, scale: np.ndarray | None = None,
+                  free: np.ndarray | None = None) -> np.ndarray:
+    """x ≥ `lower` (default 0) minimising Σ ((a·x − y)/scale)² (scale = y by default: relative
+    error): NNLS on rows divided by the scale for the excess x − lower, each column scaled to unit
+    norm first so seconds-sized and microsecond-sized features are solved alike. Columns with
+    `free` False stay at their lower bound."""
     from scipy.optimize import nnls
 
     lower = np.zeros(a.shape[1]) if lower is None else np.asarray(lower, float)
-    w = a / y[:, None]
-    norms = np.linalg.norm(w, axis=0)
+    s = y if scale is None else scale
+    w = a / s[:, None]
+    wf = w * (np.ones(a.shape[1]) if free is None else np.asarray(free, float))
+    norms = np.linalg.norm(wf, axis=0)
     norms[norms == 0] = 1.0
-    u, _ = nnls(w / norms, 1.0 - w @ lower, maxiter=50 * a.shape[1])
+    u, _ = nnls(wf / norms, y / s - w @ lower, maxiter=50 * a.shape[1])
     return lower + u / norms
 
 
@@ -471,12 +476,12 @@ def fit_step_time(observations: list[StepObservation], basis: list[FittedPredict
     else:
         a = feature_matrix(basis, obs)
     y = np.array([o.time_s for o in obs])
-    depths = {round(float(r[1] / r[0]), 6) for r in a if r[0] > 0}
-    if len(depths) <= 1:
-        # one depth: a per-step and a per-layer constant are the same column; put it per layer
-        a = a.copy()
-        a[:, 0] = 0.0
-    x = nnls_relative(a, y, np.array([(lower or {}).get(k, 0.0) for k in COEFF_NAMES]))
+    free = np.ones(len(COEFF_NAMES), bool)
+    if len({round(float(r[1] / r[0]), 6) for r in a if r[0] > 0}) <= 1:
+        # one model: c0_s, c0_layer_s and c2 are the same column (constant every step); c2 stays
+        # at its floor and the rest goes per layer
+        free[COEFF_NAMES.index("c0_s")] = free[COEFF_NAMES.index("c2")] = False
+    x = nnls_relative(a, y, np.array([(lower or {}).get(k, 0.0) for k in COEFF_NAMES]), free=free)
     pred = a @ x
     by_source = {}
     for src in sorted({o.source for o in obs}):
@@ -529,7 +534,8 @@ class TrainingFit:
 def fit_training(records: list[dict[str, Any]], fit_model: str, gpu: GpuCard, ceilings: Ceilings | None = None) -> TrainingFit | None:
     """The `TrainingTerms` step-time coefficients and memory overhead from the FIT model's runs.
 
-    Step time is linear in (1/mfu, adapter_bytes_per_elem, layer_overhead_s, layer_overhead_ckpt_s):
+    Step time is linear in (1/mfu, adapter_bytes_per_elem, layer_overhead_s, layer_overhead_ckpt_s,
+    adapter_flops_factor):
     one NNLS on relative error. The FLOP term cannot run faster than the GEMM ceiling the probe
     measured, so 1/mfu ≥ datasheet peak / measured GEMM rate: we solve for the excess u ≥ 0 in
     1/mfu = lower bound + u (NNLS on the residual target), which keeps the fit inside physics
@@ -538,7 +544,7 @@ def fit_training(records: list[dict[str, Any]], fit_model: str, gpu: GpuCard, ce
     slack and the CUDA workspaces beyond the plan's default overhead.
     """
     from models.memory import TRAIN_OVERHEAD_GIB
-    from simulator.training import _train_memory_terms, adapter_elems, train_step_flops
+    from simulator.training import _train_memory_terms, adapter_elems, adapter_flops, train_step_flops
 
     runs = [r for r in records if r.get("kind") == "train" and r.get("model") == fit_model and not r.get("error")
             and r.get("step_time_s")]
@@ -548,14 +554,15 @@ def fit_training(records: list[dict[str, Any]], fit_model: str, gpu: GpuCard, ce
     lower = 1.0
     if ceilings is not None and ceilings.gemm_bf16_tflops:
         lower = max(1.0, gpu.bf16_tflops / ceilings.gemm_bf16_tflops)
-    a = np.zeros((len(runs), 4))
+    a = np.zeros((len(runs), 5))
     y = np.array([float(r["step_time_s"]) for r in runs])
     for i, r in enumerate(runs):
         card, kw = card_of(r), _train_kwargs(r)
         a[i, 0] = train_step_flops(card, **kw) / peak
         a[i, 1] = adapter_elems(card, **kw) / bw
         a[i, 2 + int(kw["grad_ckpt"])] = card.num_layers
-    x = nnls_relative(a, y, np.array([lower, 0.0, 0.0, 0.0]))
+        a[i, 4] = adapter_flops(card, **kw) / peak
+    x = nnls_relative(a, y, np.array([lower, 0.0, 0.0, 0.0, 0.0]))
     pred = a @ x
     effective = {}
     for s in sorted({setup_key(r) for r in runs}):
@@ -571,6 +578,7 @@ def fit_training(records: list[dict[str, Any]], fit_model: str, gpu: GpuCard, ce
         mem_stats = fit_stats(base + overhead, measured)
     terms = TrainingTerms(mfu=float(min(1.0, 1.0 / x[0])), memory_overhead_gib=overhead, fit=fit_stats(pred, y),
                           adapter_bytes_per_elem=float(x[1]), layer_overhead_s=float(x[2]), layer_overhead_ckpt_s=float(x[3]),
+                          adapter_flops_factor=float(x[4]),
                           effective_mfu=effective, memory_fit=mem_stats, fit_model=fit_model)
     return TrainingFit(terms, runs, pred)
 

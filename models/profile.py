@@ -106,13 +106,16 @@ class TrainingTerms(_Section):
 
     Step time of one micro-batch (`simulator.training.train_step_time_s`):
         t = FLOPs / (peak_bf16 · mfu)                                  GEMMs and attention
+          + adapter_flops_factor · adapter_FLOPs / peak_bf16           LoRA adapters' fp32 matmuls
           + adapter_bytes_per_elem · adapter_elems / HBM_BW            LoRA adapters' fp32 traffic
           + num_layers · (layer_overhead_ckpt_s if checkpointing else layer_overhead_s)
     with peak_bf16 and HBM_BW the GPU card's datasheet figures (MFU convention of PaLM, Chowdhery
     et al. 2022, App. B), FLOPs = `train_flops_per_token` × tokens, and adapter_elems = tokens ×
     passes (2, 3 with recompute) × Σ over adapted matrices of (d_in + d_out): peft casts each
     adapted layer's input to its fp32 adapters and the fp32 result back, an elementwise cost
-    that no FLOP count sees. The per-layer terms are host time (kernel launches, autograd,
+    that no FLOP count sees; and the adapters' own matmuls (6·Nₐ per token, 8·Nₐ with recompute)
+    run in fp32, far below the bf16 tensor-core peak — `adapter_flops_factor` is their extra
+    cost on top of the bf16 rate they are already charged in FLOPs. The per-layer terms are host time (kernel launches, autograd,
     checkpoint bookkeeping, the per-tensor optimizer update) that the GPU does not hide.
     `effective_mfu` reports, per "<method>/ckpt<0|1>" setup, the measured FLOPs / (time × peak)
     averaged over the fit runs (what the classic one-number MFU would have been).
@@ -124,6 +127,7 @@ class TrainingTerms(_Section):
     memory_overhead_gib: float = Field(0.0, ge=0.0)
     fit: FitStats | None = None
     adapter_bytes_per_elem: float = Field(0.0, ge=0.0)
+    adapter_flops_factor: float = Field(0.0, ge=0.0)
     layer_overhead_s: float = Field(0.0, ge=0.0)
     layer_overhead_ckpt_s: float = Field(0.0, ge=0.0)
     effective_mfu: dict[str, float] = Field(default_factory=dict)

@@ -664,6 +664,18 @@ def adapter_elems(card: ModelCard, *, method: str, seq_len_tok: int, micro_batch
     return seq_len_tok * micro_batch * passes * lora_active_params(card, lora_r, lora_targets) / lora_r
 
 
+def adapter_flops(card: ModelCard, *, method: str, seq_len_tok: int, micro_batch: int, grad_ckpt: bool,
+                  lora_r: int = 16, lora_targets: str = "all-linear") -> float:
+    """FLOPs of the LoRA adapters in one step: 6·Nₐ per token (2 forward, 4 backward), + 2·Nₐ when
+    recomputed (the adapter share of `train_flops_per_token`). 0 for a full fine-tune."""
+    if method == "full":
+        return 0.0
+    from models.lora import lora_active_params
+
+    per_tok = (8.0 if grad_ckpt else 6.0) * lora_active_params(card, lora_r, lora_targets)
+    return per_tok * seq_len_tok * micro_batch
+
+
 def train_step_time_s(card: ModelCard, gpu: GpuCard, *, terms=None, method: str, seq_len_tok: int, micro_batch: int,
                       grad_ckpt: bool, lora_r: int = 16, lora_targets: str = "all-linear") -> float:
     """Seconds of one optimizer step of one micro-batch on one GPU — the formula of
@@ -675,5 +687,7 @@ def train_step_time_s(card: ModelCard, gpu: GpuCard, *, terms=None, method: str,
     elems = adapter_elems(card, method=method, seq_len_tok=seq_len_tok, micro_batch=micro_batch, grad_ckpt=grad_ckpt,
                           lora_r=lora_r, lora_targets=lora_targets)
     per_layer = terms.layer_overhead_ckpt_s if grad_ckpt else terms.layer_overhead_s
-    return (flops / (gpu.bf16_tflops * 1e12 * terms.mfu) + terms.adapter_bytes_per_elem * elems / (gpu.hbm_tb_s * 1e12)
-            + card.num_layers * per_layer)
+    a_flops = adapter_flops(card, method=method, seq_len_tok=seq_len_tok, micro_batch=micro_batch, grad_ckpt=grad_ckpt,
+                            lora_r=lora_r, lora_targets=lora_targets)
+    return (flops / (gpu.bf16_tflops * 1e12 * terms.mfu) + terms.adapter_flops_factor * a_flops / (gpu.bf16_tflops * 1e12)
+            + terms.adapter_bytes_per_elem * elems / (gpu.hbm_tb_s * 1e12) + card.num_layers * per_layer)

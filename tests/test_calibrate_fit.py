@@ -232,21 +232,22 @@ def test_training_fit_recovers_the_terms_that_made_the_runs():
     from simulator.training import _train_memory_terms, train_step_time_s
     from models.memory import TRAIN_OVERHEAD_GIB
 
-    truth = TrainingTerms(mfu=0.5, memory_overhead_gib=0.75, adapter_bytes_per_elem=30.0, layer_overhead_s=0.003,
-                          layer_overhead_ckpt_s=0.006)
+    truth = TrainingTerms(mfu=0.5, memory_overhead_gib=0.75, adapter_bytes_per_elem=30.0, adapter_flops_factor=6.0,
+                          layer_overhead_s=0.003, layer_overhead_ckpt_s=0.006)
     records = []
-    for method in ("lora", "full"):
+    for method, r in (("lora", 16), ("lora", 64), ("full", 16)):
         for seq in (512, 2048):
             for mb in (1, 4):
                 for ck in (False, True):
-                    kw = dict(method=method, seq_len_tok=seq, micro_batch=mb, grad_ckpt=ck, lora_r=16, lora_targets="all-linear")
+                    kw = dict(method=method, seq_len_tok=seq, micro_batch=mb, grad_ckpt=ck, lora_r=r, lora_targets="all-linear")
                     mem = _train_memory_terms(CARD, GPU, **kw) + TRAIN_OVERHEAD_GIB + truth.memory_overhead_gib
-                    records.append({"kind": "train", "key": f"{method}/{seq}/{mb}/{ck}", "model": "Llama-3.2-1B", **kw,
+                    records.append({"kind": "train", "key": f"{method}/{r}/{seq}/{mb}/{ck}", "model": "Llama-3.2-1B", **kw,
                                     "step_time_s": train_step_time_s(CARD, GPU, terms=truth, **kw), "max_reserved_gib": mem})
     fit = fit_training(records, "Llama-3.2-1B", GPU, Ceilings(gemm_bf16_tflops=GPU.bf16_tflops * 0.8))
     t = fit.terms
     assert t.mfu == pytest.approx(0.5, rel=1e-6)
     assert t.adapter_bytes_per_elem == pytest.approx(30.0, rel=1e-6)
+    assert t.adapter_flops_factor == pytest.approx(6.0, rel=1e-6)
     assert t.layer_overhead_s == pytest.approx(0.003, rel=1e-6) and t.layer_overhead_ckpt_s == pytest.approx(0.006, rel=1e-6)
     assert t.memory_overhead_gib == pytest.approx(0.75, rel=1e-9)
     assert fit.terms.fit.mape < 1e-9
