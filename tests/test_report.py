@@ -56,3 +56,14 @@ def test_write_report_picks_the_format_by_suffix_and_leaves_no_temp_file(report,
     assert html_path.read_text().startswith("<!doctype html>")
     assert md_path.read_text().startswith("# lifecost capacity report — tiny-report")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html", "r.md"]
+
+
+def test_a_report_for_an_unmeetable_slo_names_the_miss_and_costs_nothing():
+    s = Scenario().with_changes(**{"name": "too-tight", "model.name": "Llama-3.2-1B", "workload.num_requests": 300, "slo.tpot_p99_s": 0.0003})
+    rep = build_report(s, peak_qps=20.0)
+    md = to_markdown(rep)
+    assert "No configuration meets p99 TTFT ≤ 1 s, p99 TPOT ≤ 0.0003 s" in md
+    assert re.search(r"Closest: gpu\.name = H100-SXM; p99 TPOT [\d.]+ ms vs 0\.3 ms", md)
+    assert "Not computed: no configuration meets the SLO" in md
+    assert rep.data["headroom"] is None and rep.data["cost"] == {}
+    assert "Plotly.newPlot" not in to_html(rep)  # no fleet, no charts — and no plotly.js either
