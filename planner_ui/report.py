@@ -75,7 +75,40 @@ def predictor_section(scenario: Scenario) -> Section:
     sec.paragraphs.append(f"Calibrated Profile {profile.key}, created {profile.created_utc} by `{profile.command}`.")
     rows = [("c0_s", st.c0_s), ("c1", st.c1), ("c2", st.c2), ("c3", st.c3), ("c4", st.c4), ("fit points", st.fit.n_points), ("fit R²", st.fit.r2), ("fit MAPE", st.fit.mape), ("fitted on", st.fit_model or "—")]
     sec.tables.append(Table("fitted step-time coefficients and fit quality", pd.DataFrame(rows, columns=["term", "value"])))
+    fidelity = fidelity_summary(scenario, profile)
+    if fidelity is None:
+        sec.paragraphs.append("No fidelity report beside this Profile (`lifecost calibrate` writes fidelity.json when it validates).")
+    else:
+        sec.paragraphs.append(
+            "Fidelity: the calibration runs replayed in the simulator with this Profile; errors are (predicted − measured) ÷ measured. "
+            "'fit' runs were used to fit the Profile, 'held-out' runs were not."
+        )
+        sec.tables.append(Table("fidelity (mean and max |error| per metric)", fidelity))
     return sec
+
+
+FIDELITY_FILE = "fidelity.json"  # `calibrate.validate.write_fidelity`'s default, next to the Profile
+
+
+def fidelity_summary(scenario: Scenario, profile: Any) -> pd.DataFrame | None:
+    """The fidelity report's summary (set, metric, runs, mean and max |relative error|) from
+    `fidelity.json` beside the Profile in use, or None when no validation was written."""
+    import json
+
+    from models.profile import profile_path
+
+    choice = scenario.engine.profile
+    folder = Path(choice).parent if choice not in ("auto", "roofline") and Path(choice).is_file() else profile_path(profile.gpu.catalog_name, profile.engine.name).parent
+    path = folder / FIDELITY_FILE
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    rows = [
+        {"set": name, "metric": metric, "runs": v.get("n"), "mean_abs_error": v.get("mean_abs_error"), "max_abs_error": v.get("max_abs_error")}
+        for name, block in (data.get("summary") or {}).items()
+        for metric, v in (block.get("metrics") or {}).items()
+    ]
+    return pd.DataFrame(rows, columns=["set", "metric", "runs", "mean_abs_error", "max_abs_error"])
 
 
 def training_section(scenario: Scenario) -> tuple[Section, dict[str, Any]]:

@@ -67,3 +67,27 @@ def test_a_report_for_an_unmeetable_slo_names_the_miss_and_costs_nothing():
     assert "Not computed: no configuration meets the SLO" in md
     assert rep.data["headroom"] is None and rep.data["cost"] == {}
     assert "Plotly.newPlot" not in to_html(rep)  # no fleet, no charts — and no plotly.js either
+
+
+def test_the_profile_in_use_and_its_fidelity_are_reported(tmp_path):
+    import json
+
+    from models.profile import FitStats, Profile, ProfileEngine, ProfileGpu, StepTimeCoeffs, save_profile
+    from planner_ui.report import Report, predictor_section
+
+    profile = Profile(
+        gpu=ProfileGpu(name="NVIDIA H100 80GB HBM3", catalog_name="H100-SXM"),
+        engine=ProfileEngine(name="vllm", version="0.test"),
+        created_utc="2026-11-22T00:00:00Z",
+        command="lifecost calibrate fit --runs runs --out vllm.json",
+        step_time=StepTimeCoeffs(c0_s=0.004, c1=1.3, c2=1.1, c3=1.6, c4=1.2, fit=FitStats(n_points=40, r2=0.97, mape=0.06)),
+    )
+    path = save_profile(profile, tmp_path / "vllm.json")
+    s = Scenario().with_changes(**{"model.name": "Llama-3.2-1B", "engine.profile": str(path)})
+    md = to_markdown(Report("t", [predictor_section(s)]))
+    assert "Calibrated Profile H100-SXM/vllm" in md and "| fit MAPE | 0.06 |" in md
+    assert "No fidelity report beside this Profile" in md
+    fidelity = {"summary": {"serving held-out": {"runs": 4, "metrics": {"ttft_s_p99": {"n": 4, "mean_abs_error": 0.081, "max_abs_error": 0.19}}}}}
+    (tmp_path / "fidelity.json").write_text(json.dumps(fidelity))
+    md = to_markdown(Report("t", [predictor_section(s)]))
+    assert "| serving held-out | ttft_s_p99 | 4 | 0.081 | 0.19 |" in md
