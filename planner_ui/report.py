@@ -65,9 +65,9 @@ def predictor_section(scenario: Scenario) -> Section:
     sec = Section("Step-time model in use")
     profile = getattr(pred, "profile", None)
     if profile is None:
+        why = "engine.profile = 'roofline' asks for it" if scenario.engine.profile == "roofline" else f"no calibration Profile with step-time coefficients for {scenario.gpu.name}"
         sec.paragraphs.append(
-            f"Roofline (no calibration Profile for {scenario.gpu.name}; engine.profile = {scenario.engine.profile!r}): "
-            "max(compute, memory) time at the GPU card's datasheet peaks × its default efficiencies. "
+            f"Roofline ({why}): max(compute, memory) time at the GPU card's datasheet peaks × its default efficiencies. "
             "Run `lifecost calibrate` on the target GPU to replace it with measured coefficients."
         )
         return sec

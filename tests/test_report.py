@@ -14,7 +14,7 @@ from simulator.scenario import Scenario
 @pytest.fixture(scope="module")
 def report():
     s = Scenario().with_changes(
-        **{"name": "tiny-report", "model.name": "Llama-3.2-1B", "workload.num_requests": 500, "slo.ttft_p99_s": 0.25, "slo.tpot_p99_s": 0.002}
+        **{"name": "tiny-report", "model.name": "Llama-3.2-1B", "workload.num_requests": 500, "slo.ttft_p99_s": 0.25, "slo.tpot_p99_s": 0.002, "engine.profile": "roofline"}
     )
     return build_report(s, peak_qps=400.0)
 
@@ -34,7 +34,7 @@ def test_both_formats_carry_the_key_numbers(report):
         assert f"${cap['usd_per_hour']:,.2f}/hour" in text
         assert "18,000,000" in text  # training tokens: 5,000 samples × 3 epochs × 1,200 tokens
         assert f"${cost['total_usd']:,.0f} in total" in text
-        assert "Roofline" in text  # the step-time model in use (no Profile bundled for H100 here)
+        assert "Roofline" in text  # the step-time model in use (engine.profile: roofline)
         assert "Headroom" in text and "Latency percentiles" in text
     assert cap["verified_by_fleet_simulation"]
     assert train["dataset_tok"]["mid"] == 18_000_000
