@@ -144,6 +144,9 @@ class HttpBackend:
         self.partial: list[ServedRequest] = []
         self._seq = 0
 
+    def close(self) -> None:
+        """Nothing to release: the server is not ours, and each replay opens its own client."""
+
     # ---- record plumbing (same shape as VllmBackend) ----------------------------------------
     def settings(self) -> dict[str, Any]:
         return {"base_url": self.base_url, "model": self.model}

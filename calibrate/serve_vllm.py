@@ -201,11 +201,16 @@ class VllmBackend:
 
     def __init__(self, model_dir: str | Path, config: VllmEngineConfig | None = None, *,
                  load_format: str = "dummy", max_run_s: float = 600.0, **knobs: Any):
-        self.model_dir = Path(model_dir)
-        if not (self.model_dir / "config.json").is_file():
-            raise LifecostError(f"no config.json in {self.model_dir}", field="model_dir",
-                                fix="pass a directory with a HF config.json "
+        path = Path(model_dir)
+        # A bare config file (a catalog config such as models/configs/Llama-3.2-1B.json) is
+        # served from a private directory made at engine start: vLLM wants a model directory.
+        self._config_file = path if path.is_file() else None
+        self.model_dir = path
+        if self._config_file is None and not (path / "config.json").is_file():
+            raise LifecostError(f"no config.json in {path}", field="model_dir",
+                                fix="pass a model directory with a HF config.json or the config file itself "
                                     "(calibrate.tiny_model.build_tiny_model writes one)")
+        self._tmp: Any = None
         self.config = config or VllmEngineConfig(**knobs)
         if config is not None and knobs:
             raise LifecostError("give either config= or engine knobs, not both", field="config",
@@ -242,7 +247,18 @@ class VllmBackend:
         from vllm.v1.engine.llm_engine import LLMEngine
 
         c = self.config
-        self._vocab_size = int(json.loads((self.model_dir / "config.json").read_text())["vocab_size"])
+        if self._config_file is not None and self._tmp is None:
+            import shutil
+            import tempfile
+
+            self._tmp = tempfile.TemporaryDirectory(prefix="lifecost-vllm-")
+            self.model_dir = Path(self._tmp.name)
+            shutil.copyfile(self._config_file, self.model_dir / "config.json")
+        try:
+            self._vocab_size = int(json.loads((self.model_dir / "config.json").read_text())["vocab_size"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise LifecostError(f"{self._config_file or self.model_dir / 'config.json'} is not a HF model config "
+                                f"({type(e).__name__})", field="model", fix="give a config.json with vocab_size") from None
         args = EngineArgs(
             model=str(self.model_dir), load_format=self.load_format, skip_tokenizer_init=True,
             dtype=c.dtype, enforce_eager=c.enforce_eager, max_num_seqs=c.max_num_seqs,
@@ -269,8 +285,15 @@ class VllmBackend:
         sched = getattr(getattr(engine, "vllm_config", None), "scheduler_config", None)
         self._async = bool(getattr(sched, "async_scheduling", False))
         self._engine = engine
-        # One short request warms lazy initialisation so the first measured step is not an outlier.
-        self._run([ServeRequest(0.0, 16, 2)])
+        # One short request warms lazy initialisation so the first measured step is not an outlier,
+        # and surfaces kernel limits (e.g. a head size the CPU attention kernel lacks) as a user error.
+        try:
+            self._run([ServeRequest(0.0, 16, 2)])
+        except (ValueError, RuntimeError) as e:
+            self.close()
+            raise LifecostError(f"vLLM could not run {self._config_file or self.model_dir}: {_reason(e)}",
+                                field="model", fix="pick a shape the engine's kernels support (vLLM's CPU "
+                                "attention takes head_dim 32, 64, 80, 96, 112, 128, 160, 192, 224, 256)") from e
         return engine
 
     def close(self) -> None:
@@ -282,6 +305,10 @@ class VllmBackend:
             self._engine = None
             self._observer = None
             gc.collect()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+            self.model_dir = self._config_file
 
     def __enter__(self) -> "VllmBackend":
         return self
@@ -291,7 +318,8 @@ class VllmBackend:
 
     def settings(self) -> dict[str, Any]:
         """The inputs that define a measurement (part of its run-log key)."""
-        return {**asdict(self.config), "load_format": self.load_format, "model_dir": self.model_dir.name}
+        model = self._config_file or self.model_dir
+        return {**asdict(self.config), "load_format": self.load_format, "model_dir": model.name}
 
     def record_extra(self) -> dict[str, Any]:
         """What a record carries besides the requests: engine settings, threads, startup time,
@@ -312,7 +340,8 @@ class VllmBackend:
         }
         engine["async_scheduling_active"] = self._async
         return {"engine_settings": engine,
-                "model_config": json.loads((self.model_dir / "config.json").read_text(encoding="utf-8")),
+                "model_config": json.loads((self._config_file or self.model_dir / "config.json")
+                                           .read_text(encoding="utf-8")),
                 "timestamps_source": self.last_timestamps_source,
                 "request_engine_stats": self.last_request_stats, "steps": self.last_steps}
 

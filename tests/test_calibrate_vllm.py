@@ -148,3 +148,25 @@ def test_unknown_architecture_is_one_line_naming_the_reason(tmp_path):
         VllmBackend(tmp_path, block_size_tok=32).replay([ServeRequest(0.0, 4, 2)])
     msg = str(e.value)
     assert "nope" in msg and "\n" not in msg and "validation error" not in msg
+
+
+def test_cli_serve_with_the_vllm_backend_writes_steps(tmp_path, monkeypatch, capsys):
+    """`lifecost calibrate serve --backend vllm --model <config.json>`: the command a GPU user runs."""
+    import json
+
+    from planner_ui.cli import main
+
+    cfg = build_tiny_model(tmp_path / "m", TinyLlamaShape(), tokenizer=False) / "config.json"
+    log = tmp_path / "runs.jsonl"
+    monkeypatch.setattr("sys.argv", ["lifecost", "calibrate", "serve", "--backend", "vllm", "--model", str(cfg),
+                                     "--n", "3", "--prompt-tok", "16", "--output-tok", "4", "--log", str(log),
+                                     "--json"])
+    try:
+        main()
+    except SystemExit as e:
+        assert not e.code
+    assert json.loads(capsys.readouterr().out)["summary"]["num_requests"] == 3
+    (rec,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert rec["backend"] == "vllm" and rec["timestamps_source"] == "engine_metrics"
+    assert rec["steps"][0]["num_prefill_tok"] == 3 * 16
+    assert [s["num_decode_tok"] for s in rec["steps"][1:]] == [3, 3, 3]
