@@ -10,6 +10,8 @@ sizes (DESIGN.md, "The step-time predictor"):
                      (a chunk of n tokens after c cached ones attends causally)
     attn decode    = Σ_decodes ctx_i · attn FLOPs per pair            (one query over ctx keys)
     weight bytes   = weight_bytes(card, quant)                        streamed once per step
+                     (MoE: minus the routed experts no token of the step picks, see
+                     `ModelCosts.weight_bytes_streamed`)
     KV bytes read  = (Σ_decodes ctx_i + Σ_chunks (c + n)) · kv_bytes_per_token(card, kv_dtype)
 
 All per-GPU quantities are divided by the tensor-parallel degree; with TP > 1 each step also pays
@@ -78,6 +80,17 @@ class ModelCosts:
     kv_bytes_per_tok: float  # KV-cache bytes per token of context (per GPU)
     allreduce_bytes_per_tok: float  # bytes each token's activations put on the TP link per step
     link_bytes_s: float  # NVLink bandwidth per GPU, bytes/s (only used when TP > 1)
+    routed_expert_bytes: float = 0.0  # of `weight_bytes`: the routed experts (MoE; 0 when dense)
+    expert_skip_prob: float = 1.0  # chance one token's routing leaves a given expert untouched: 1 − k/E
+
+    def weight_bytes_streamed(self, tokens: int) -> float:
+        """Weight bytes a step of `tokens` tokens reads: all of a dense model; for MoE, the experts
+        some token routes to. With uniform routing an expert stays untouched with probability
+        (1 − k/E)^tokens (the occupancy argument); real, skewed routing touches fewer experts, so
+        this is an upper bound that tends to all weights as the batch grows."""
+        if not self.routed_expert_bytes:
+            return self.weight_bytes
+        return self.weight_bytes - self.routed_expert_bytes * self.expert_skip_prob**tokens
 
     @classmethod
     def from_cards(cls, card, gpu, quant: str, kv_dtype: str, tensor_parallel: int = 1) -> "ModelCosts":
@@ -93,13 +106,24 @@ class ModelCosts:
         link = (gpu.nvlink_gb_s or 0.0) * 1e9 / 2  # the card gives bidirectional; a ring sends one way
         if tp > 1 and link <= 0:
             raise LifecostError(f"{gpu.name} has no NVLink bandwidth in its card, needed for tensor_parallel={tp}", field="gpu.tensor_parallel", fix="use tensor_parallel: 1 or a GPU with nvlink_gb_s")
+        weights = weight_bytes(card, quant) / tp
+        routed, skip = 0.0, 1.0
+        if card.num_experts:
+            from models.params import expert_params, params_total
+
+            # routed experts' share of the parameters, applied to the bytes (exact in bf16; within a
+            # few % when quantized, as embeddings stay 16-bit)
+            routed = weights * card.num_experts * expert_params(card) * card.num_moe_layers / params_total(card)
+            skip = 1.0 - card.num_experts_per_tok / card.num_experts
         return cls(
             linear_flops_per_tok=linear_flops_per_token(card) / tp,
             attn_flops_per_pair=pair / tp,
-            weight_bytes=weight_bytes(card, quant) / tp,
+            weight_bytes=weights,
             kv_bytes_per_tok=kv_bytes_per_token_per_gpu(card, kv_dtype, tp),  # KV heads replicate when fewer than tp
             allreduce_bytes_per_tok=allreduce,
             link_bytes_s=link,
+            routed_expert_bytes=routed,
+            expert_skip_prob=skip,
         )
 
 
@@ -236,6 +260,8 @@ class RooflinePredictor(_LinePredictor):
         self._s_per_tok = c.linear_flops_per_tok / self.flops_s * q
         self._s_per_pair = c.attn_flops_per_pair / self.flops_s * q
         self._s_weights = c.weight_bytes / self.bytes_s * q
+        self._s_routed = c.routed_expert_bytes / self.bytes_s * q  # MoE: minus the experts no token touches
+        self._skip = c.expert_skip_prob
         self._s_per_kv_tok = c.kv_bytes_per_tok / self.bytes_s * q
         self._s_comm_per_tok = c.allreduce_bytes_per_tok / c.link_bytes_s if c.allreduce_bytes_per_tok else 0.0
         host = gpu.host_link_gb_s * 1e9  # datasheet PCIe rate, per direction
@@ -248,7 +274,8 @@ class RooflinePredictor(_LinePredictor):
             comm += f.swap_in_tok * self._s_swap_in_per_tok + f.swap_out_tok * self._s_swap_out_per_tok
         pair, kv = self._s_per_pair, self._s_per_kv_tok
         compute_a = self._s_per_tok * tokens + pair * (f.prefill_attn_pairs + f.decode_ctx_tok) + comm
-        memory_a = self._s_weights + kv * (f.decode_ctx_tok + f.prefill_ctx_tok) + comm
+        weights = self._s_weights - self._s_routed * self._skip**tokens if self._s_routed else self._s_weights
+        memory_a = weights + kv * (f.decode_ctx_tok + f.prefill_ctx_tok) + comm
         return ((compute_a, pair * f.decode_tok), (memory_a, kv * f.decode_tok))
 
 
@@ -274,6 +301,8 @@ class FittedPredictor(_LinePredictor):
         # seconds per unit of each feature, coefficients and quant factor folded in
         # per-step host time: a fixed part and one per decoder layer (Profile `c0_layer_s`)
         self._s_fixed = (self.c0_s + st.c0_layer_s * card.num_layers + self.c2 * c.weight_bytes / self.bytes_s) * q
+        self._s_routed = self.c2 * c.routed_expert_bytes / self.bytes_s * q  # MoE: minus the experts no token touches
+        self._skip = c.expert_skip_prob
         self._s_per_tok = self.c1 * c.linear_flops_per_tok / self.flops_s * q
         self._s_per_pair = self.c3 * c.attn_flops_per_pair / self.flops_s * q
         self._s_per_kv_tok = self.c4 * c.kv_bytes_per_tok / self.bytes_s * q
@@ -288,6 +317,7 @@ class FittedPredictor(_LinePredictor):
             f.swap_in_tok * self._s_swap_in_per_tok
             + f.swap_out_tok * self._s_swap_out_per_tok
             + self._s_fixed
+            - (self._s_routed * self._skip**tokens if self._s_routed else 0.0)
             + (self._s_per_tok + self._s_comm_per_tok) * tokens
             + self._s_per_pair * f.prefill_attn_pairs
             + kv * (f.decode_ctx_tok + f.prefill_ctx_tok)

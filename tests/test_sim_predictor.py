@@ -151,3 +151,25 @@ def test_a_profile_without_step_time_falls_back_on_auto_and_is_refused_when_name
 def test_a_fit_that_makes_decode_steps_free_is_refused():
     with pytest.raises(LifecostError, match="c0_s"):
         FittedPredictor(example_profile(c0_s=0.0, c2=0.0), L1B, H100)
+
+
+def test_moe_decode_reads_only_the_experts_its_tokens_pick():
+    mixtral = load_model("Mixtral-8x7B-v0.1")  # 8 experts, 2 per token
+    p = RooflinePredictor(mixtral, H100)
+    c = p.costs
+    assert 0.9 * c.weight_bytes < c.routed_expert_bytes < c.weight_bytes  # experts are most of the weights
+    one = c.weight_bytes_streamed(1)
+    assert math.isclose(one, c.weight_bytes - c.routed_expert_bytes * 0.75, rel_tol=1e-12)  # 2 of 8 experts
+    assert c.weight_bytes_streamed(64) > 0.999 * c.weight_bytes  # a big batch touches them all
+    # batch-1 decode is memory bound on the touched bytes only
+    assert p.step_time_s(decode(1, 100)) < 0.5 * c.weight_bytes / p.bytes_s
+    assert RooflinePredictor(L8B, H100).costs.weight_bytes_streamed(1) == RooflinePredictor(L8B, H100).costs.weight_bytes
+
+
+@settings(max_examples=30, deadline=None)
+@given(batch=st.integers(1, 64), ctx=st.integers(1, 4000), k=st.integers(1, 300))
+def test_moe_runs_still_sum_in_closed_form(batch, ctx, k):
+    p = RooflinePredictor(load_model("Qwen3-30B-A3B"), H100)
+    f = decode(batch, ctx)
+    explicit = sum(p.step_time_s(replace(f, decode_ctx_tok=f.decode_ctx_tok + batch * j)) for j in range(k))
+    assert math.isclose(p.run_time_s(f, k), explicit, rel_tol=1e-9)
