@@ -95,6 +95,7 @@ class _Observed:
     num_prefill_seqs: int = 0
     context_tok: int = 0
     prefill_ctx_tok2: int = 0
+    prefill_sq_tok2: int = 0
 
 
 class _SchedulerObserver:
@@ -102,8 +103,10 @@ class _SchedulerObserver:
 
     vLLM v1 advances `request.num_computed_tokens` inside `schedule()`, so after it returns each
     scheduled request holds `after = before + n` computed tokens. Tokens below the prompt length
-    are prefill, the rest decode; `context_tok = Σ after` is the KV length attention reads; and
-    `prefill_ctx_tok2 = Σ_prefill p_i·after_i` is the DESIGN's prefill-attention feature Σ p·ctx.
+    are prefill, the rest decode; `context_tok = Σ after` is the KV length attention reads;
+    `prefill_ctx_tok2 = Σ_prefill p_i·after_i` is the DESIGN's prefill-attention feature Σ p·ctx,
+    and `prefill_sq_tok2 = Σ_prefill p_i²` makes the causal pair count exact:
+    Σ (p_i·before_i + p_i(p_i+1)/2) = prefill_ctx_tok2 − (prefill_sq_tok2 − Σ p_i)/2.
     Observing (not replacing) keeps the engine's behaviour unchanged.
     """
 
@@ -136,6 +139,7 @@ class _SchedulerObserver:
             if prefill:
                 obs.num_prefill_seqs += 1
                 obs.prefill_ctx_tok2 += prefill * after
+                obs.prefill_sq_tok2 += prefill * prefill
         return obs
 
     def take(self) -> list[_Observed]:

@@ -95,6 +95,9 @@ def test_step_records_conserve_tokens_and_respect_engine_limits(replayed):
         assert s["num_prefill_tok"] + s["num_decode_tok"] <= CONFIG.max_num_batched_tokens
         assert s["context_tok"] >= s["num_prefill_tok"] + s["num_decode_tok"]
         assert s["step_time_s"] > 0
+        # Σp² ≤ (Σp)² and Σp·ctx ≥ Σp²: a chunk's context includes the chunk itself
+        assert s["prefill_sq_tok2"] <= s["num_prefill_tok"] ** 2
+        assert s["prefill_ctx_tok2"] >= s["prefill_sq_tok2"]
     # prompts longer than the 256-token step budget were chunked: some steps fill it exactly
     assert max(r.prompt_tok for r in reqs) > CONFIG.max_num_batched_tokens
     assert any(s["num_prefill_tok"] and s["num_prefill_tok"] + s["num_decode_tok"]
