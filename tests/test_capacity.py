@@ -37,7 +37,9 @@ N_REQ = 1000
 
 
 def tiny(**changes) -> Scenario:
-    base = {"model.name": "Llama-3.2-1B", "workload.num_requests": N_REQ, "slo.ttft_p99_s": 0.25, "slo.tpot_p99_s": 0.002, "slo.attainment": 0.99}
+    # engine.profile pinned to the roofline: a calibration Profile committed later must not move
+    # the latencies these SLO bounds were chosen against.
+    base = {"model.name": "Llama-3.2-1B", "workload.num_requests": N_REQ, "slo.ttft_p99_s": 0.25, "slo.tpot_p99_s": 0.002, "slo.attainment": 0.99, "engine.profile": "roofline"}
     return Scenario().with_changes(**{**base, **changes})
 
 

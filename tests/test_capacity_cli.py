@@ -24,7 +24,7 @@ def app() -> typer.Typer:
 
 @pytest.fixture()
 def scenario_file(tmp_path):
-    s = Scenario().with_changes(**{"name": "tiny", "model.name": "Llama-3.2-1B", "workload.num_requests": 500})
+    s = Scenario().with_changes(**{"name": "tiny", "model.name": "Llama-3.2-1B", "workload.num_requests": 500, "engine.profile": "roofline"})
     path = tmp_path / "tiny.yaml"
     path.write_text(scenario_to_yaml(s))
     return path

@@ -59,7 +59,7 @@ def test_write_report_picks_the_format_by_suffix_and_leaves_no_temp_file(report,
 
 
 def test_a_report_for_an_unmeetable_slo_names_the_miss_and_costs_nothing():
-    s = Scenario().with_changes(**{"name": "too-tight", "model.name": "Llama-3.2-1B", "workload.num_requests": 300, "slo.tpot_p99_s": 0.0003})
+    s = Scenario().with_changes(**{"name": "too-tight", "model.name": "Llama-3.2-1B", "workload.num_requests": 300, "slo.tpot_p99_s": 0.0003, "engine.profile": "roofline"})
     rep = build_report(s, peak_qps=20.0)
     md = to_markdown(rep)
     assert "No configuration meets p99 TTFT ≤ 1 s, p99 TPOT ≤ 0.0003 s" in md

@@ -13,7 +13,7 @@ from simulator.sweep import LocalExecutor, RayExecutor, run_sweep
 
 def small_scenarios(n: int) -> dict[str, Probe]:
     """n distinct tiny scenarios: seed, max_num_seqs, GPU and rate vary (60 requests each)."""
-    base = Scenario().with_changes(**{"model.name": "Llama-3.2-1B", "workload.num_requests": 60, "slo.tpot_p99_s": 0.002})
+    base = Scenario().with_changes(**{"model.name": "Llama-3.2-1B", "workload.num_requests": 60, "slo.tpot_p99_s": 0.002, "engine.profile": "roofline"})
     gpus = ("H100-SXM", "A100-80GB", "L4")
     items = {}
     for i in range(n):
