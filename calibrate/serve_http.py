@@ -185,8 +185,11 @@ class HttpBackend:
         self.partial = []
         timeout = httpx.Timeout(self.request_timeout_s, connect=self.connect_timeout_s)
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+        # Honour HTTP(S)_PROXY for a remote endpoint, never for a server on this machine.
+        host = httpx.URL(self.base_url).host
+        local = host in ("localhost", "127.0.0.1", "::1") or host.startswith("127.")
         async with httpx.AsyncClient(timeout=timeout, limits=limits, headers=self._headers(),
-                                     trust_env=False) as client:
+                                     trust_env=not local) as client:
             await self._preflight(client)
             t0 = time.monotonic()
             stop = asyncio.Event()
