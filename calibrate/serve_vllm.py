@@ -261,8 +261,9 @@ class VllmBackend:
         try:
             self._vocab_size = int(json.loads((self.model_dir / "config.json").read_text())["vocab_size"])
         except (ValueError, KeyError, TypeError) as e:
-            raise LifecostError(f"{self._config_file or self.model_dir / 'config.json'} is not a HF model config "
-                                f"({type(e).__name__})", field="model", fix="give a config.json with vocab_size") from None
+            raise LifecostError(f"{self._config_file or self.model_dir / 'config.json'} is not a HF model "
+                                f"config ({type(e).__name__})", field="model",
+                                fix="give a config.json with vocab_size") from None
         args = EngineArgs(
             model=str(self.model_dir), load_format=self.load_format, skip_tokenizer_init=True,
             dtype=c.dtype, enforce_eager=c.enforce_eager, max_num_seqs=c.max_num_seqs,
