@@ -190,7 +190,14 @@ def parse_profile(text: str, source: str = "<profile>") -> Profile:
 
 
 def profile_path(catalog_gpu: str, engine: str, profiles_dir: Path | None = None) -> Path:
-    return (profiles_dir or PROFILES_DIR) / gpu_dir_name(catalog_gpu) / f"{engine}.json"
+    """Where the Profile of (GPU, engine) lives: `<profiles dir>/<gpu>/<engine>.json`. An existing
+    GPU directory whose name differs only in case (`h100-sxm` for `H100-SXM`) is used as is."""
+    root = profiles_dir or PROFILES_DIR
+    name = gpu_dir_name(catalog_gpu)
+    folder = root / name
+    if not folder.is_dir() and root.is_dir():
+        folder = next((d for d in sorted(root.iterdir()) if d.is_dir() and d.name.lower() == name.lower()), folder)
+    return folder / f"{engine}.json"
 
 
 def load_profile(key_or_path: str | Path, profiles_dir: Path | None = None) -> Profile:

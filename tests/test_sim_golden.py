@@ -47,7 +47,8 @@ KEYS = ("throughput_tok_s", "throughput_req_s", "kv_peak_frac", "kv_mean_frac", 
 
 def observed(name: str) -> dict:
     data, n = CASES[name]
-    s = simulate(Scenario.model_validate({"engine": {"profile": "roofline"}} | data), num_requests=n, seed=11).summary()
+    data = data | {"engine": data.get("engine", {}) | {"profile": "roofline"}}  # a stored Profile must not move them
+    s = simulate(Scenario.model_validate(data), num_requests=n, seed=11).summary()
     out = {k: s[k] for k in KEYS}
     for k in ("ttft_s", "tpot_s", "e2e_s"):
         out[k] = {p: s[k][p] for p in ("p50", "p99")}

@@ -72,3 +72,9 @@ def test_broken_files_give_one_line_errors_naming_file_and_field(tmp_path):
     assert "\n" not in str(e.value)
     with pytest.raises(LifecostError, match="no Profile file or key"):
         load_profile("Nope-GPU/vllm", profiles_dir=tmp_path)
+
+
+def test_a_gpu_directory_named_in_another_case_is_found(tmp_path):
+    save_profile(profile("vllm"), tmp_path / "h100-sxm" / "vllm.json")
+    assert find_profile("H100-SXM", profiles_dir=tmp_path).engine.name == "vllm"
+    assert load_profile("H100-SXM/vllm", profiles_dir=tmp_path).gpu.catalog_name == "H100-SXM"
