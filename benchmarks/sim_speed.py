@@ -30,7 +30,8 @@ def run_one(num_requests: int, qps: float | None, seed: int) -> dict:
     from simulator.scenario import load_scenario
     from simulator.workload import generate_requests
 
-    scenario = load_scenario(None)
+    # the roofline, so the figures do not move when a calibration Profile is added for the GPU
+    scenario = load_scenario(None).with_changes(**{"engine.profile": "roofline"})
     c0 = time.process_time()
     t0 = time.perf_counter()
     requests = generate_requests(scenario.workload, seed=seed, num_requests=num_requests, rate_qps=qps, max_model_len_tok=scenario.engine.max_model_len_tok)
