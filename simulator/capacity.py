@@ -330,6 +330,8 @@ def _subset(requests: Any, mask: np.ndarray) -> Any:
         prefix_id=requests.prefix_id[mask],
         prefix_tok=requests.prefix_tok[mask],
         class_names=requests.class_names,
+        thinking_tok=requests.thinking_tok[mask],
+        reasoning_on=requests.reasoning_on[mask],
     )
 
 

@@ -421,7 +421,18 @@ def simulate(
     `kv_blocks` override what the Scenario implies (tests and calibration replay use them);
     `fast_forward=False` simulates every step as its own event (slow; the reference for tests).
     Same inputs ⇒ identical `Result` (besides `sim_wall_s`).
+    A Scenario whose `cluster` asks for several replicas, autoscaling or disaggregation runs
+    in `simulator/cluster.py` instead (same arguments, same `Result` shape).
     """
+    c = scenario.cluster
+    if c.replicas > 1 or c.autoscale.enabled or c.disaggregated.enabled or scenario.gpu.tensor_parallel > 1:
+        from simulator.cluster import check_tensor_parallel, is_cluster, simulate_cluster
+
+        if is_cluster(scenario):
+            return simulate_cluster(scenario, requests, num_requests=num_requests, rate_qps=rate_qps, seed=seed, progress=progress, predictor=predictor, kv_blocks=kv_blocks, fast_forward=fast_forward)
+        from models.catalog import load_model
+
+        check_tensor_parallel(load_model(scenario.model.name), scenario.gpu.tensor_parallel)
     setup = prepare(scenario, requests, num_requests=num_requests, rate_qps=rate_qps, seed=seed, predictor=predictor, kv_blocks=kv_blocks)
     n = len(setup.requests)
     env = simpy.Environment()

@@ -12,6 +12,10 @@ latency distribution `itl_s` (percentiles, mean and max) weights each run's mean
 decode tokens it produced — steps inside a run differ by a few context tokens' KV reads, so the
 mean stands for each of them.
 Throughputs divide by the makespan (first arrival → last completion).
+Reasoning: `thinking_tok` of a request's `output_tok` are thinking; `answer_tok` = the rest.
+When some requests reason, `summary()["reasoning"]` splits TTFT/TPOT/E2E by reasoning on/off.
+A cluster run (`simulator/cluster.py`) puts its GPU-seconds actually provisioned (autoscaling)
+and per-replica utilisation in `meta["cluster"]`; the summary reports them under "cluster".
 """
 
 from __future__ import annotations
@@ -81,7 +85,7 @@ class Result:
             itl = _weighted_pcts(np.array([]), np.array([]))
             busy, num_steps = 0.0, 0
         prompt = float(r["prompt_tok"].sum())
-        return {
+        out = {
             "num_requests": int(len(r)),
             "finished": n_done,
             "makespan_s": makespan,
@@ -104,6 +108,21 @@ class Result:
             "predictor": m.get("predictor", ""),
             "sim_wall_s": m.get("sim_wall_s", float("nan")),
         }
+        if "cluster" in m:
+            out["cluster"] = m["cluster"]
+            out["gpu_seconds"] = m["cluster"]["gpu_seconds_provisioned"]
+        if "reasoning_on" in r and r["reasoning_on"].any():
+            out["answer_tok_s"] = float(r.loc[done, "output_tok"].sum() - r.loc[done, "thinking_tok"].sum()) / makespan
+            out["reasoning"] = {
+                label: {
+                    "num_requests": int(sel.sum()),
+                    "thinking_tok_mean": float(r.loc[sel, "thinking_tok"].mean()) if sel.any() else float("nan"),
+                    **{k: _pcts(r.loc[sel, k].to_numpy()) for k in ("ttft_s", "tpot_s", "e2e_s")},
+                    "slo_attainment": float(r.loc[sel, "met_slo"].mean()) if sel.any() else float("nan"),
+                }
+                for label, sel in (("on", r["reasoning_on"].to_numpy()), ("off", ~r["reasoning_on"].to_numpy()))
+            }
+        return out
 
     def same_as(self, other: "Result") -> bool:
         """Identical simulated outcome (wall-clock time excluded)."""
@@ -143,6 +162,8 @@ def build_requests_frame(requests, output_tok, sched_s, first_s, finish_s, preem
             "preemptions": np.asarray(preemptions, np.int32),
             "prefix_hit_tok": np.asarray(hit_tok, np.int64),
             "met_slo": met,
+            "thinking_tok": np.minimum(np.asarray(requests.thinking_tok, np.int64), out),
+            "reasoning_on": np.asarray(requests.reasoning_on, np.bool_),
         },
         copy=False,  # the arrays are ours; consolidating them would double peak memory at 1M requests
     )

@@ -35,6 +35,15 @@ class's num_prefixes system prompts, chosen by Zipf popularity p(k) ∝ k^(−zi
 The class's prompt distribution is the *whole* prompt (as traces report it); the shared part is
 its first min(prefix_tok, prompt_tok) tokens. Prefix ids are unique across classes.
 
+Reasoning (`ReasoningSpec`, per class): a fraction `on_frac` of the class's requests think
+before answering ("detailed thinking on"). A thinking request draws `thinking_tok` from the
+class's thinking-length distribution, capped at `thinking_budget_tok` when set (budget forcing:
+the engine stops the thinking at the budget and forces the answer, Muennighoff et al. 2025,
+"s1: Simple test-time scaling", §2.2); its output is thinking + answer tokens, the answer drawn
+from `output_tok` as for any request. `Requests.thinking_tok` and `Requests.reasoning_on` keep
+the split so results can be reported separately for reasoning on and off. The draws use their
+own stream (a fifth child of the seed), so reasoning off leaves every other draw unchanged.
+
 Context limit: vLLM refuses a prompt longer than `max_model_len` (its input processor raises)
 and stops generation at the model length (finish reason "length"). So, when
 `max_model_len_tok` is given, a prompt that leaves no room for one output token is an error
@@ -63,6 +72,8 @@ class Requests:
 
     `class_id` indexes `class_names`; `prefix_id` is −1 for a request without a shared prefix
     and `prefix_tok` (≤ prompt_tok) is how many leading prompt tokens it shares.
+    `thinking_tok` (≤ output_tok) is how many of the output tokens are thinking (0 when
+    `reasoning_on` is False); both default to "no reasoning" when not given.
     """
 
     arrival_s: np.ndarray
@@ -73,6 +84,8 @@ class Requests:
     prefix_id: np.ndarray
     prefix_tok: np.ndarray
     class_names: tuple[str, ...] = field(default=("default",))
+    thinking_tok: np.ndarray | None = None
+    reasoning_on: np.ndarray | None = None
 
     _DTYPES = {
         "arrival_s": np.float64,
@@ -82,30 +95,43 @@ class Requests:
         "priority": np.int16,
         "prefix_id": np.int64,
         "prefix_tok": np.int64,
+        "thinking_tok": np.int64,
+        "reasoning_on": np.bool_,
     }
 
     def __post_init__(self) -> None:
         n = None
         for name, dtype in self._DTYPES.items():
-            arr = np.ascontiguousarray(getattr(self, name), dtype=dtype)
+            value = getattr(self, name)
+            if value is None:  # optional columns (reasoning) default to zeros
+                value = np.zeros(n or 0, dtype=dtype)
+            arr = np.ascontiguousarray(value, dtype=dtype)
             if arr.ndim != 1:
                 raise ValueError(f"Requests.{name} must be 1-D, got shape {arr.shape}")
             if n is None:
                 n = arr.shape[0]
             elif arr.shape[0] != n:
                 raise ValueError(f"Requests.{name} has {arr.shape[0]} entries, expected {n}")
-            if arr.base is not None or arr is getattr(self, name):
+            if arr.base is not None or arr is value:
                 arr = arr.copy()  # own the memory so freezing it cannot affect the caller
             arr.setflags(write=False)
             object.__setattr__(self, name, arr)
         object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
+        if np.any(self.thinking_tok > self.output_tok) or np.any(self.thinking_tok < 0):
+            raise ValueError("Requests.thinking_tok must lie in [0, output_tok]")
+
+    def subset(self, mask: np.ndarray) -> "Requests":
+        """The requests selected by a boolean mask or index array (arrival order kept)."""
+        return Requests(**{name: getattr(self, name)[mask] for name in self._DTYPES}, class_names=self.class_names)
 
     def __len__(self) -> int:
         return int(self.arrival_s.shape[0])
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per request (index `request_id`), with the class name as a categorical."""
-        frame = pd.DataFrame({name: getattr(self, name) for name in self._DTYPES})
+        """One row per request (index `request_id`), with the class name as a categorical
+        (the reasoning columns only when some request reasons)."""
+        names = [k for k in self._DTYPES if k not in ("thinking_tok", "reasoning_on") or self.reasoning_on.any()]
+        frame = pd.DataFrame({name: getattr(self, name) for name in names})
         frame.insert(3, "class", pd.Categorical.from_codes(self.class_id, categories=list(self.class_names)))
         frame.index.name = "request_id"
         return frame
@@ -259,7 +285,8 @@ def generate_requests(
     if len(set(class_names)) != len(class_names):
         raise LifecostError("class names must be unique", field="workload.classes", fix="rename the duplicates")
 
-    arrival_ss, class_ss, length_ss, prefix_ss = np.random.SeedSequence(int(seed)).spawn(4)
+    # spawn(5)[:4] are spawn(4)'s children, so the reasoning stream leaves the others unchanged
+    arrival_ss, class_ss, length_ss, prefix_ss, reasoning_ss = np.random.SeedSequence(int(seed)).spawn(5)
     arrival_rng = np.random.default_rng(arrival_ss)
     weights = np.array([c.weight for c in classes], dtype=np.float64)
 
@@ -330,10 +357,13 @@ def generate_requests(
                 class_prefix_tok = np.array([c.prefix.prefix_tok for c in classes], dtype=np.int64)
                 prefix_tok = np.where(prefix_id >= 0, np.minimum(class_prefix_tok[class_id], prompt_tok), 0)
 
+    thinking_tok, reasoning_on = _add_reasoning(classes, class_id, output_tok, reasoning_ss)
+
     if max_model_len_tok is not None:
         source = "generated" if workload.arrival.kind != "trace" else f"trace {workload.arrival.trace_path}"
         _apply_context_limit(prompt_tok, output_tok, class_id, class_names, int(max_model_len_tok), clip_prompts, source)
         np.minimum(prefix_tok, prompt_tok, out=prefix_tok)
+        np.minimum(thinking_tok, output_tok, out=thinking_tok)  # thinking comes first: a cut output loses the answer
 
     return Requests(
         arrival_s=arrival_s,
@@ -344,7 +374,35 @@ def generate_requests(
         prefix_id=prefix_id,
         prefix_tok=prefix_tok,
         class_names=class_names,
+        thinking_tok=thinking_tok,
+        reasoning_on=reasoning_on,
     )
+
+
+def _add_reasoning(classes, class_id: np.ndarray, output_tok: np.ndarray, reasoning_ss: np.random.SeedSequence) -> tuple[np.ndarray, np.ndarray]:
+    """Per request: thinking tokens (added to `output_tok` in place) and whether reasoning is on.
+
+    Per class, each request thinks with probability `on_frac`; its thinking length is drawn from
+    `thinking_tok` and capped at `thinking_budget_tok` (budget forcing). One stream per class,
+    spawned from `reasoning_ss`, consumed in request order (a longer workload extends a shorter one).
+    """
+    n = class_id.shape[0]
+    thinking = np.zeros(n, dtype=np.int64)
+    on = np.zeros(n, dtype=np.bool_)
+    for k, (cls, ss) in enumerate(zip(classes, reasoning_ss.spawn(len(classes)))):
+        spec = cls.reasoning
+        if spec.on_frac <= 0:
+            continue
+        members = np.flatnonzero(class_id == k)
+        on_rng, len_rng = (np.random.default_rng(s) for s in ss.spawn(2))
+        thinks = on_rng.random(members.shape[0]) < spec.on_frac
+        lengths = sample_lengths(spec.thinking_tok, members.shape[0], len_rng, what=f"workload.classes[{k}].reasoning.thinking_tok")
+        if spec.thinking_budget_tok is not None:
+            np.minimum(lengths, spec.thinking_budget_tok, out=lengths)
+        thinking[members] = np.where(thinks, lengths, 0)
+        on[members] = thinks
+    output_tok += thinking
+    return thinking, on
 
 
 def _mix_classes(rng: np.random.Generator, n: int, weights: np.ndarray) -> np.ndarray:
