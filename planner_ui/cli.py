@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import sys
 
+import click
 import typer
+
+try:  # typer ≥ 0.26 vendors click: its usage errors are not click's classes
+    from typer._click.exceptions import ClickException as _TyperClickException
+except ImportError:  # pragma: no cover - older typer uses click itself
+    _TyperClickException = click.ClickException
+_USAGE_ERRORS = (click.ClickException, _TyperClickException)
 
 from models.errors import LifecostError
 from planner_ui import cli_calibrate_fit, cli_capacity, cli_catalog, cli_plan, cli_sim, cli_ui
@@ -39,11 +46,7 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except Exception as e:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(2)
-        raise
+    except _USAGE_ERRORS as e:  # a missing argument, an unknown option: click's own message
+        e.show()
+        sys.exit(2)
     sys.exit(rc if isinstance(rc, int) else 0)
