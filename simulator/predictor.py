@@ -328,9 +328,12 @@ class FittedPredictor(_LinePredictor):
 def make_predictor(scenario, card=None, gpu=None, profiles_dir=None) -> StepTimePredictor:
     """The predictor a Scenario asks for: its Profile's fit when one applies, else the roofline.
 
-    `engine.profile`: "auto" → the stored Profile for this GPU (vLLM preferred) if it has
-    step-time coefficients, else the roofline; "roofline" → always the roofline; anything else
-    → a Profile path or `<gpu>/<engine>` key, which must exist and hold step-time coefficients.
+    `engine.profile`: "auto" → the stored vLLM Profile for this GPU if it has step-time
+    coefficients, else the roofline; "roofline" → always the roofline; anything else → a Profile
+    path or `<gpu>/<engine>` key, which must exist and hold step-time coefficients. "auto" takes
+    only a vLLM Profile because the simulated engine is vLLM: a fit of another engine (e.g. the
+    transformers continuous-batching fallback, whose attention and per-layer host time are many
+    times slower) describes that engine, and is used only when named.
     """
     from models.catalog import load_model
     from models.gpus import load_gpu
@@ -342,7 +345,7 @@ def make_predictor(scenario, card=None, gpu=None, profiles_dir=None) -> StepTime
     choice = scenario.engine.profile
     profile = None
     if choice == "auto":
-        found = find_profile(gpu.name, profiles_dir=profiles_dir)
+        found = find_profile(gpu.name, "vllm", profiles_dir=profiles_dir)
         if found is not None and found.step_time is not None:  # a partial Profile without a fit: roofline
             profile = found
     elif choice != "roofline":

@@ -131,6 +131,10 @@ def test_a_profile_quant_factor_scales_the_step_time():
 def test_make_predictor_uses_the_stored_profile_when_auto_and_the_roofline_otherwise(tmp_path):
     scenario = Scenario.model_validate({"model": {"name": "Llama-3.2-1B"}, "gpu": {"name": "H100-SXM"}})
     assert make_predictor(scenario, profiles_dir=tmp_path).name == "roofline"
+    other = example_profile().model_copy(update={"engine": ProfileEngine(name="transformers-cb", version="test")})
+    cb = save_profile(other, tmp_path / "H100-SXM" / "transformers-cb.json")
+    assert make_predictor(scenario, profiles_dir=tmp_path).name == "roofline"  # another engine's fit: only when named
+    assert make_predictor(scenario.with_changes(**{"engine.profile": str(cb)})).name == "fitted"
     save_profile(example_profile(), tmp_path / "H100-SXM" / "vllm.json")
     assert make_predictor(scenario, profiles_dir=tmp_path).name == "fitted"
     forced = scenario.with_changes(**{"engine.profile": "roofline"})
