@@ -25,8 +25,9 @@ from models.errors import LifecostError
 PROFILE_SCHEMA_VERSION = 1
 PROFILES_DIR = Path(__file__).parent / "profiles"
 MAX_PROFILE_BYTES = 5_000_000  # a Profile is a small JSON file; refuse anything bigger
-# The simulated engine is vLLM-style; when no vLLM profile exists for a GPU, a profile measured
-# with the transformers continuous-batching fallback is the next best measurement of that GPU.
+# Order in which `find_profile(gpu)` (no engine named) looks: for a GPU's engine-independent
+# sections (ceilings, training, energy) a transformers-CB calibration is as good as a vLLM one.
+# Step times are engine-specific: `simulator.predictor.make_predictor` asks for "vllm" only.
 ENGINE_PREFERENCE = ("vllm", "transformers-cb")
 
 
