@@ -10,7 +10,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-out = Console()  # results
+# Piped results (a file, `less`, CI logs) get a wide page instead of rich's 80-column default,
+# so tables of a dozen columns stay readable.
+out = Console(width=None if sys.stdout.isatty() else 200)  # results
 err = Console(stderr=True)  # logs, progress
 
 
