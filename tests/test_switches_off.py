@@ -37,7 +37,16 @@ CASES = {
         },
         150,
     ),
+    "1b-many-prefixes-evicting": (
+        {
+            "model": {"name": "Llama-3.2-1B"},
+            "engine": {"max_num_batched_tokens": 2048, "max_num_seqs": 32, "max_model_len_tok": 4096},
+            "workload": {"arrival": {"rate_qps": 20}, "classes": [{"prefix": {"num_prefixes": 40, "prefix_tok": 2000, "share_prob": 0.9, "zipf_s": 0.5}}]},
+        },
+        150,
+    ),
 }
+KV_BLOCKS = {"1b-many-prefixes-evicting": 1200}  # a small cache, so prefixes are evicted
 
 REQUEST_COLUMNS = ("queue_s", "ttft_s", "finish_s", "preemptions", "prefix_hit_tok", "generated_tok")
 STEP_COLUMNS = ("start_s", "num_steps", "duration_s", "batch_size", "prefill_tok", "decode_tok", "kv_blocks_used")
@@ -54,10 +63,11 @@ def _scenario(name: str, extra: dict | None = None) -> Scenario:
     return Scenario.model_validate(data)
 
 
-def _observed(scenario: Scenario, n: int) -> dict:
-    res = simulate(scenario, num_requests=n, seed=5)
+def _observed(name: str, scenario: Scenario, n: int) -> dict:
+    res = simulate(scenario, num_requests=n, seed=5, kv_blocks=KV_BLOCKS.get(name))
     r, s = res.requests, res.steps
     out = {f"requests.{c}": [None if not np.isfinite(v) else float(v) for v in r[c].to_numpy(float)] for c in REQUEST_COLUMNS}
+    out["meta.kv_evicted_blocks"] = [float(res.meta["kv_evicted_blocks"])]
     out |= {f"steps.{c}": s[c].to_numpy(float).tolist() for c in STEP_COLUMNS}
     return out
 
@@ -74,7 +84,7 @@ def _assert_same(got: dict, want: dict, label: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_switches_off_reproduce_the_pre_feature_simulator(name):
-    got = _observed(_scenario(name), CASES[name][1])
+    got = _observed(name, _scenario(name), CASES[name][1])
     golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
     if UPDATE:
         golden[name] = got
@@ -91,4 +101,4 @@ def test_configured_but_disabled_switches_change_nothing(name):
     if UPDATE:
         pytest.skip("recording")
     golden = json.loads(GOLDEN.read_text())
-    _assert_same(_observed(_scenario(name, DISABLED), CASES[name][1]), golden[name], name)
+    _assert_same(_observed(name, _scenario(name, DISABLED), CASES[name][1]), golden[name], name)
