@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from models.errors import LifecostError, unknown_name
 
 GPUS_YAML = Path(__file__).parent / "gpus.yaml"
+# torch.cuda.get_device_properties(0).total_memory / datasheet capacity, measured on one H100 80GB
+# HBM3 (models/profiles/h100-sxm/probe.json: 79.1787 GiB of 80).
+DRIVER_VISIBLE_FRACTION = 79.1787109375 / 80
 
 
 class GpuCard(BaseModel):
@@ -44,10 +47,21 @@ class GpuCard(BaseModel):
     mfu_training: float = Field(gt=0, le=1)
     aliases: list[str] = Field(default_factory=list)
     source: str
+    device_memory_gib: float | None = Field(default=None, gt=0)
 
     @property
     def hbm_bytes(self) -> float:
         return self.hbm_gib * 2**30
+
+    @property
+    def total_memory_gib(self) -> float:
+        """Memory the CUDA runtime reports as the device total (what vLLM's
+        gpu_memory_utilization multiplies and what training can allocate): the measured
+        `device_memory_gib` when the card has one, else the datasheet capacity less the share the
+        driver/ECC reserve on the measured H100 (79.18 of 80 GiB, torch `total_memory`)."""
+        if self.device_memory_gib is not None:
+            return self.device_memory_gib
+        return self.hbm_gib * DRIVER_VISIBLE_FRACTION
 
     def peak_tflops(self, dtype: str = "bf16") -> float:
         """Dense peak for a compute dtype (bf16/fp16, fp8, int8); fp8/int8 fall back to bf16."""

@@ -55,7 +55,8 @@ VLLM_BLOCK_SIZE_TOK = 16
 # this "non-torch" memory inside the gpu_memory_utilization budget. ~1 GiB on an H100 for
 # vLLM 0.1x; calibration measures it.
 RUNTIME_OVERHEAD_GIB = 1.0
-# Training: CUDA context, cuBLAS workspace, caching-allocator fragmentation. Calibrated later.
+# Training: the driver-reserved share of the datasheet capacity (0.82 GiB on an H100), CUDA
+# context, cuBLAS workspace, caching-allocator fragmentation. Calibration refits it.
 TRAIN_OVERHEAD_GIB = 1.5
 
 
@@ -153,7 +154,7 @@ def activation_reserve_bytes(card: ModelCard, max_num_batched_tokens: int = VLLM
 class ServingMemoryPlan:
     """Memory of one serving replica, per GPU (all GiB except `kv_bytes_per_token`/`max_kv_tokens`).
 
-    usable = gpu_memory_utilization · HBM; kv = usable − weights − activation reserve − runtime
+    usable = gpu_memory_utilization · the device total the runtime reports; kv = usable − weights − activation reserve − runtime
     overhead; max_kv_tokens = kv / kv_bytes_per_token rounded down to whole 16-token blocks.
     `needed_gib` = weights + reserve + overhead + the KV of one `max_model_len_tok` sequence —
     the least memory vLLM accepts; `fits` = needed ≤ usable.
@@ -192,7 +193,7 @@ def serving_memory_plan(card: ModelCard, gpu: GpuCard, quant: str = "bf16", kv_d
         raise LifecostError(f"{card.num_attention_heads} attention heads do not split over {tensor_parallel} GPUs",
                             field="tensor_parallel", fix="use a divisor of the head count")
     max_len = max_model_len_tok or card.max_position_embeddings
-    usable = gpu_memory_utilization * gpu.hbm_gib
+    usable = gpu_memory_utilization * gpu.total_memory_gib
     weights = weight_bytes(card, quant) / tensor_parallel / GIB
     reserve = activation_reserve_bytes(card, max_num_batched_tokens, max_num_seqs, tensor_parallel) / GIB
     kv_tok = kv_bytes_per_token_per_gpu(card, kv_dtype, tensor_parallel)
@@ -200,7 +201,7 @@ def serving_memory_plan(card: ModelCard, gpu: GpuCard, quant: str = "bf16", kv_d
     blocks = max(0, math.floor(kv * GIB / (kv_tok * VLLM_BLOCK_SIZE_TOK)))
     needed = weights + reserve + RUNTIME_OVERHEAD_GIB + max_len * kv_tok / GIB
     return ServingMemoryPlan(
-        gpu_total_gib=gpu.hbm_gib, usable_gib=usable, weights_gib=weights, activation_reserve_gib=reserve,
+        gpu_total_gib=gpu.total_memory_gib, usable_gib=usable, weights_gib=weights, activation_reserve_gib=reserve,
         runtime_overhead_gib=RUNTIME_OVERHEAD_GIB, kv_gib=max(kv, 0.0), kv_bytes_per_token=kv_tok,
         max_kv_tokens=blocks * VLLM_BLOCK_SIZE_TOK, max_model_len_tok=max_len, tensor_parallel=tensor_parallel,
         fits=needed <= usable, needed_gib=needed,
@@ -226,61 +227,136 @@ def nf4_weight_bytes(card: ModelCard) -> float:
     return qw * (0.5 + 1 / 64 + 4 / (64 * 256)) + 2.0 * rest
 
 
-def optimizer_bytes_per_param(optimizer: str) -> float:
+def optimizer_bytes_per_param(optimizer: str, state_bytes: float = 4.0) -> float:
     """Optimizer state per trained parameter.
 
     adamw: fp32 m and v (8 B; Loshchilov & Hutter 2019). adamw-8bit: bitsandbytes block-wise
     8-bit m and v (Dettmers et al. 2022, "8-bit Optimizers via Block-wise Quantization"), 1 B each
     + an fp32 absmax per 2048-value block. sgd: SGD with momentum, one fp32 buffer (4 B).
+    `state_bytes` = 2 for states kept in bf16 (torch optimizers allocate states in the parameter
+    dtype, so a pure-bf16 full fine-tune has bf16 m and v).
     """
     _check_choice(optimizer, OPTIMIZERS, "optimizer")
-    return {"adamw": 8.0, "adamw-8bit": 2.0 * (1 + 4 / 2048), "sgd": 4.0}[optimizer]
+    return {"adamw": 2.0 * state_bytes, "adamw-8bit": 2.0 * (1 + 4 / 2048), "sgd": state_bytes}[optimizer]
 
 
-def activation_bytes_per_token_layer(card: ModelCard, moe_layer: bool) -> float:
-    """Activations one decoder layer keeps for backward, per token (bf16, FlashAttention/SDPA).
+def _layer_adapters(card: ModelCard, method: str, lora_r: int, lora_targets: str, moe_layer: bool):
+    """Adapted matrices present in one layer of the given kind (empty for full fine-tuning)."""
+    if method == "full":
+        return []
+    roles = {"attn"} | ({"router", "expert", "shared_expert"} if moe_layer else {"mlp"})
+    return [m for m in adapted_matrices(card, lora_r, lora_targets) if m.shape.role in roles]
 
-    Following Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer
-    Models", §4.1: 34·s·b·h + 5·a·s²·b per layer for GPT) but for today's fine-tuning stack:
-    FlashAttention stores no s² score/softmax/dropout tensors (only O and the fp32 log-sum-exp),
-    dropout is off, and the MLP is SwiGLU. Saved tensors, 2 B each unless noted:
-      attention: residual 2h, normed input 2h, q/k/v after rope, O, lse (4 B × heads);
-      MLA adds the latent q_a/kv_a outputs and their normed copies;
-      MLP: residual 2h, normed input 2h, gate, up, silu(gate), product: 4 × 2·i;
-      MoE: per routed copy the dispatched input 2h and 4 × 2·m, shared experts 4 × 2·m,
-      fp32 router logits 4·E.
+
+def activation_bytes_per_token_layer(card: ModelCard, moe_layer: bool, method: str = "full", lora_r: int = 16,
+                                     lora_targets: str = "all-linear") -> float:
+    """Bytes one decoder layer keeps for backward, per token, in a bf16 transformers+peft step.
+
+    Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models",
+    §4.1) count 34·s·b·h + 5·a·s²·b per GPT layer by listing every tensor autograd saves. We do
+    the same listing for today's stack — transformers 5 with SDPA/FlashAttention (no s² scores,
+    only O and the log-sum-exp), no dropout, SwiGLU, RMSNorm that upcasts to fp32 — and checked
+    it tensor by tensor with `torch.autograd.graph.saved_tensors_hooks` on Llama/Qwen2 shapes
+    (within 0.1 %). h = hidden, q = heads·head_dim, kv = kv_heads·head_dim, i = intermediate:
+      RMSNorm ×2: fp32 input 4h (+ bf16 normalised 2h when its weight is trained);
+      attention: Q 2q, K and V 2kv each, O 2q, lse/softmax stats 8·heads;
+      SwiGLU: gate 2i, up 2i, silu(gate) 2i;
+      matmul inputs, full FT: normed x 2h (shared by q/k/v), MLP input 2h, down input 2i;
+      matmul inputs, LoRA: peft casts each adapted module's input to the adapters' fp32
+      (`autocast_adapter_dtype=True`), so 4·d_in per adapted module + its r-wide fp32 x·A;
+      frozen, unadapted matmuls save no input.
+    MLA and MoE layers follow the same rules over their own tensors (see the code).
     """
     h, heads = card.hidden_size, card.num_attention_heads
-    b = 2.0
+    full = method == "full"
+    norm = 4.0 * h + (2.0 * h if full else 0.0)
+    total = 2 * norm
     if card.is_mla:
         qk = card.qk_nope_head_dim + card.qk_rope_head_dim
-        attn = b * (2 * h + heads * qk * 2 + heads * card.v_head_dim * 2)  # x, normed x, q, k, v, o
-        attn += b * 2 * (card.kv_lora_rank + card.qk_rope_head_dim)
-        if card.q_lora_rank is not None:
-            attn += b * 2 * card.q_lora_rank
+        total += 2.0 * (heads * qk * 2 + heads * card.v_head_dim * 2) + 8.0 * heads  # Q, K, V, O, stats
+        latents = [card.kv_lora_rank] + ([card.q_lora_rank] if card.q_lora_rank is not None else [])
+        for d in latents:  # q_a / kv_a RMSNorms and, in full FT, the bf16 inputs of q_b / kv_b
+            total += 4.0 * d + (2.0 * d + 2.0 * d if full else 0.0)
+        if full:
+            total += 2.0 * h + 2.0 * heads * card.v_head_dim  # q_a/kv_a input, o_proj input
     else:
         q, kv = heads * card.head_dim, card.num_kv_heads * card.head_dim
-        attn = b * (2 * h + q + 2 * kv + q)
-    attn += 4.0 * heads
-    mlp = b * 2 * h
+        total += 2.0 * (q + 2 * kv + q) + 8.0 * heads
+        if full:
+            total += 2.0 * h  # q/k/v input (o_proj's input is O itself)
+        if card.qk_norm:  # Qwen3's per-head RMSNorm of q and k: fp32 input (+ normalised if trained)
+            total += (4.0 + (2.0 if full else 0.0)) * (q + kv) + 4.0 * (heads + card.num_kv_heads)
     if moe_layer:
         k, m = card.num_experts_per_tok, card.moe_intermediate_size
-        mlp += k * b * (h + 4 * m) + card.num_shared_experts * b * 4 * m + 4.0 * card.num_experts
+        # per routed copy: gathered input 2h, gate_up 4m, silu 2m, product 2m, expert output 2h
+        total += k * (4.0 * h + 8.0 * m) + 4.0 * card.num_experts * 2  # + fp32 router logits/probs
+        if card.num_shared_experts:
+            s = m * card.num_shared_experts
+            total += 6.0 * s + (2.0 * s if full else 0.0)
+        if full:
+            total += 2.0 * h
     else:
-        mlp += b * 4 * card.intermediate_size
-    return attn + mlp
+        i = card.intermediate_size
+        total += 6.0 * i + (2.0 * h + 2.0 * i if full else 0.0)
+    return total
 
 
-def activation_bytes_per_token(card: ModelCard, grad_ckpt: bool) -> float:
-    """All layers' saved activations per token; with checkpointing only each layer's input
-    (2·h B) is kept, plus one layer's full set while it is recomputed (Chen et al. 2016)."""
+def lora_activation_bytes_per_token_layer(card: ModelCard, moe_layer: bool, lora_r: int = 16,
+                                          lora_targets: str = "all-linear") -> float:
+    """LoRA's own saved tensors per token in one layer: for each adapted `nn.Linear` the fp32
+    copy of its input that peft makes (inputs are cast to the fp32 adapter dtype; autograd keeps
+    it for lora_A's gradient) and the r-wide fp32 x·A kept for lora_B's. Fused experts
+    (`ParamWrapper`) instead cost a per-layer constant, `lora_merged_expert_bytes`."""
+    total = 0.0
+    for a in _layer_adapters(card, "lora", lora_r, lora_targets, moe_layer):
+        if a.shape.role == "router":
+            total += 2.0 * a.shape.in_features  # the router's merged weight needs grad: its bf16 input is kept
+        elif a.shape.role != "expert":
+            total += 4.0 * (a.shape.in_features + a.rank)
+    return total
+
+
+def lora_merged_expert_bytes(card: ModelCard, lora_r: int, lora_targets: str) -> float:
+    """Per MoE layer: peft's `ParamWrapper` folds B·A into the fused expert (and router) weight on
+    every forward (`get_delta_factors` + `baddbmm`; its adapters are cast to the bf16 parameter
+    dtype) and autograd keeps that merged weight for backward — a full bf16 copy of the layer's
+    routed experts, independent of the token count — plus reshaped copies of the experts' A and B
+    factors. Measured with saved-tensor hooks on a Mixtral-shaped layer to the byte."""
+    if not card.is_moe:
+        return 0.0
+    wrapped = [a for a in adapted_matrices(card, lora_r, lora_targets) if a.shape.role in ("expert", "router")]
+    per_layer = 0.0
+    for a in wrapped:
+        per_layer += 2.0 * a.shape.weights  # the merged weight
+        if a.shape.role == "expert":
+            per_layer += 2.0 * a.params  # bf16 copies of the reshaped A and B factors
+    return per_layer / card.num_moe_layers
+
+
+def activation_terms(card: ModelCard, tokens: int, grad_ckpt: bool, method: str = "full", lora_r: int = 16,
+                     lora_targets: str = "all-linear") -> tuple[float, float]:
+    """(base, lora) saved-activation bytes of a step over `tokens` tokens.
+
+    Without checkpointing every layer keeps its set. With gradient checkpointing (Chen et al.
+    2016; transformers checkpoints each decoder layer) each layer keeps only its bf16 input
+    (2·h per token) and one layer's full set exists at a time, while it is recomputed.
+    """
+    kinds = []  # (layer count, base bytes, lora bytes) per layer kind
     n_moe = card.num_moe_layers
-    n_dense = card.num_layers - n_moe
-    per_dense = activation_bytes_per_token_layer(card, False) if n_dense else 0.0
-    per_moe = activation_bytes_per_token_layer(card, True) if n_moe else 0.0
+    for n, moe in ((card.num_layers - n_moe, False), (n_moe, True)):
+        if not n:
+            continue
+        base = activation_bytes_per_token_layer(card, moe, method, lora_r, lora_targets) * tokens
+        lora = 0.0
+        if method != "full":
+            lora = lora_activation_bytes_per_token_layer(card, moe, lora_r, lora_targets) * tokens
+            if moe:
+                lora += lora_merged_expert_bytes(card, lora_r, lora_targets)
+        kinds.append((n, base, lora))
     if not grad_ckpt:
-        return n_dense * per_dense + n_moe * per_moe
-    return card.num_layers * 2.0 * card.hidden_size + max(per_dense, per_moe)
+        return sum(n * b for n, b, _ in kinds), sum(n * a for n, _, a in kinds)
+    _, base, lora = max(kinds, key=lambda k: k[1] + k[2])
+    return card.num_layers * 2.0 * card.hidden_size * tokens + base, lora
 
 
 @dataclass(frozen=True)
@@ -288,7 +364,8 @@ class TrainingMemoryPlan:
     """Peak memory of one data-parallel training rank (GiB per term).
 
     needed = weights + adapters + gradients + optimizer + master_weights + activations
-    + lora_activations + logits + overhead; available = the GPU's HBM; fits = needed ≤ available.
+    + lora_activations + logits + overhead; available = the datasheet capacity (`hbm_gib`; the
+    ~1 % the driver reserves is inside `overhead_gib`, which calibration refits); fits = needed ≤ available.
     """
 
     method: str
@@ -318,16 +395,18 @@ LOGITS_BYTES_PER_ELEMENT = 2 + 4 + 4
 
 def training_memory_plan(card: ModelCard, gpu: GpuCard, method: str, seq_len_tok: int, micro_batch: int,
                          grad_ckpt: bool = True, optimizer: str = "adamw", lora_r: int = 16,
-                         lora_targets: str = "all-linear") -> TrainingMemoryPlan:
+                         lora_targets: str = "all-linear", master_weights: bool = True) -> TrainingMemoryPlan:
     """Memory of a fine-tuning step on one GPU.
 
     full (mixed precision as in ZeRO, Rajbhandari et al. 2020 §3.1): bf16 weights (2 B) and
     gradients (2 B), an fp32 master copy (4 B) and the optimizer states → 16 B/param with AdamW.
     lora: frozen bf16 base, fp32 adapters (peft's default `autocast_adapter_dtype=True`), fp32
     adapter gradients and optimizer states, no master copy. qlora: as lora over an NF4 base.
-    Activations as `activation_bytes_per_token` × seq × micro-batch; LoRA adds, per adapted
-    matrix and token, the fp32 copy of its input (peft casts inputs to the fp32 adapter dtype and
-    autograd saves it for lora_A's gradient) and the r-wide fp32 `x·A`.
+    `master_weights=False` plans a pure-bf16 full fine-tune instead (no fp32 copy; the optimizer
+    states in bf16, as torch allocates them in the parameter dtype): 8 B/param with AdamW.
+    Activations from `activation_terms` over seq × micro-batch tokens; `lora_activations_gib` is
+    the adapters' own share (fp32 input copies, x·A, merged expert weights) — measured on an
+    H100 (models/profiles/h100-sxm), LoRA runs came out ~1.9x the plan without the input copies.
     """
     _check_choice(method, TRAIN_METHODS, "method")
     _check_choice(optimizer, OPTIMIZERS, "optimizer")
@@ -340,23 +419,15 @@ def training_memory_plan(card: ModelCard, gpu: GpuCard, method: str, seq_len_tok
     if method == "full":
         trainable = total
         weights, adapters = 2.0 * total, 0.0
-        grads, master = 2.0 * total, 4.0 * total
-        lora_act = 0.0
+        grads, master = 2.0 * total, (4.0 * total if master_weights else 0.0)
+        if not master_weights:
+            opt_b = optimizer_bytes_per_param(optimizer, state_bytes=2.0)
     else:
         trainable = lora_trainable_params(card, lora_r, lora_targets)
         weights = nf4_weight_bytes(card) if method == "qlora" else weight_bytes(card, "bf16")
         adapters, grads, master = 4.0 * trainable, 4.0 * trainable, 0.0
-        # per adapted matrix and token: the fp32 copy of its input that peft makes (it casts the
-        # input to the fp32 adapter dtype) and autograd keeps for lora_A's gradient, and the
-        # r-wide fp32 x·A kept for lora_B's. Measured on an H100 (models/profiles/h100-sxm):
-        # without the input copy, saved activations came out ~1.9x the plan for LoRA runs.
-        per_tok = sum(4.0 * (m.shape.in_features + m.rank) * m.shape.active
-                      for m in adapted_matrices(card, lora_r, lora_targets))
-        if grad_ckpt:
-            per_tok = per_tok / card.num_layers  # only the recomputed layer holds them
-        lora_act = per_tok * tokens
     optim = opt_b * trainable
-    acts = activation_bytes_per_token(card, grad_ckpt) * tokens
+    acts, lora_act = activation_terms(card, tokens, grad_ckpt, method, lora_r, lora_targets)
     logits = LOGITS_BYTES_PER_ELEMENT * card.vocab_size * tokens
     needed_b = weights + adapters + grads + optim + master + acts + lora_act + logits
     needed = needed_b / GIB + TRAIN_OVERHEAD_GIB
