@@ -42,7 +42,7 @@ class Autoscaler:
     def _loop(self):
         while True:
             yield self.env.timeout(self.spec.interval_s)
-            if self.finished():
+            if self.finished() or self.env.peek() == math.inf:  # done, or nothing else can happen
                 return
             self.step()
 

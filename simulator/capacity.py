@@ -197,10 +197,15 @@ def at_steady_rate(scenario: Scenario) -> Scenario:
     """The scenario as capacity probes run it: a diurnal process becomes Poisson at the probe's
     rate (a probe asks "can a replica hold this rate?", and a few minutes of simulated traffic
     would otherwise sit in one hour of the daily shape). Gamma keeps its burstiness (cv) and a
-    trace its own inter-arrival pattern, time-scaled to the probe's rate."""
+    trace its own inter-arrival pattern, time-scaled to the probe's rate. A probe is one replica
+    (one prefill + decode group when disaggregated): `cluster.replicas` and autoscaling are the
+    answer being searched for, not part of the probe."""
+    changes: dict[str, Any] = {}
     if scenario.workload.arrival.kind == "diurnal":
-        return scenario.with_changes(**{"workload.arrival.kind": "poisson"})
-    return scenario
+        changes["workload.arrival.kind"] = "poisson"
+    if scenario.cluster.replicas != 1 or scenario.cluster.autoscale.enabled:
+        changes |= {"cluster.replicas": 1, "cluster.autoscale.enabled": False}
+    return scenario.with_changes(**changes) if changes else scenario
 
 
 def simulate_requests_frame(scenario: Scenario, *, rate_qps: float | None = None, requests: Any = None, num_requests: int | None = None, seed: int | None = None) -> pd.DataFrame:
