@@ -64,7 +64,8 @@ def profile_rows(profile) -> list[tuple[str, Any]]:
         rows.append(("copy ceiling TB/s", round(c.hbm_copy_tb_s, 3)))
     st = profile.step_time
     if st is not None:
-        rows += [("c0_s (per step)", f"{st.c0_s:.4g} s"), ("c1 linear FLOPs", round(st.c1, 3)), ("c2 weight bytes", round(st.c2, 3)),
+        rows += [("c0_s (per step)", f"{st.c0_s:.4g} s"), ("c0_layer_s (per layer, step)", f"{st.c0_layer_s:.4g} s"),
+                 ("c1 linear FLOPs", round(st.c1, 3)), ("c2 weight bytes", round(st.c2, 3)),
                  ("c3 prefill attention", round(st.c3, 3)), ("c4 KV bytes", round(st.c4, 3)),
                  ("step fit", f"n={st.fit.n_points}, R²={st.fit.r2:.3f}, MAPE={st.fit.mape:.1%} on {st.fit_model}")]
     tr = profile.training
@@ -153,11 +154,18 @@ def all_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print the fidelity summary as JSON."),
 ) -> None:
     """probe → train → serve → fit → validate on this machine; prints the held-out errors."""
+    import contextlib
+    import os
+
+    # stdout carries results only: vLLM logs to stdout unless told otherwise, and any library
+    # print during the measurements goes to stderr with the progress
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     from calibrate.pipeline import PipelineConfig, run_all
 
     cfg = PipelineConfig(out=out, model_fit=model_fit, model_heldout=model_heldout, backend=backend, quick=quick, url=url,
                          heldout_url=heldout_url, skip_train=skip_train, command=_command())
-    res = run_all(cfg, progress=_say)
+    with contextlib.redirect_stdout(sys.stderr):
+        res = run_all(cfg, progress=_say)
     if json_out:
         output.print_json({"profile": str(res.profile_path), "fidelity_md": str(res.fidelity_md),
                            "fidelity": res.fidelity.summary(), "stages_s": res.stages_s})
