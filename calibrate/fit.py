@@ -33,7 +33,8 @@ and the probe of a calibration folder. The three fits are independent:
    allocator rounding) rather than a proportion.
 
 3. **Energy** (`fit_energy`): a run's energy E = idle_w·duration + e_prefill·P + e_decode·D over
-   the serving runs whose board power was sampled (NNLS again: all three are ≥ 0).
+   the serving runs whose board power was sampled, idle_w being the probe's board power at rest
+   (NNLS again: the per-token energies are ≥ 0).
 """
 
 from __future__ import annotations
@@ -490,19 +491,29 @@ def fit_step_time(observations: list[StepObservation], basis: list[FittedPredict
     return StepTimeFit(dict(zip(COEFF_NAMES, (float(v) for v in x))), fit_stats(pred, y), by_source, obs, pred)
 
 
-def fit_energy(records: list[dict[str, Any]]) -> EnergyTerms | None:
-    """idle W and J per prefill / decode token from serving runs with sampled board power."""
-    rows, y = [], []
+def fit_energy(records: list[dict[str, Any]], idle_w: float | None = None) -> EnergyTerms | None:
+    """J per prefill / decode token (and idle W) from serving runs with sampled board power.
+
+    E_run = idle_w·duration + e_prefill·P + e_decode·D. With the idle power measured (the probe's
+    board power at rest) only the two per-token energies are fitted, on the energy above idle;
+    without it all three are (NNLS, ≥ 0) — then a busy engine's time-proportional draw may land in
+    `idle_w`."""
+    rows, y, dur = [], [], []
     for rec in records:
         power = rec.get("power") or {}
         if not power.get("available") or not power.get("energy_j") or not power.get("duration_s"):
             continue
         reqs = rec.get("requests") or []
-        rows.append([power["duration_s"], sum(r["prompt_tok"] for r in reqs), sum(r["output_tok"] for r in reqs)])
+        rows.append([sum(r["prompt_tok"] for r in reqs), sum(r["output_tok"] for r in reqs)])
+        dur.append(power["duration_s"])
         y.append(power["energy_j"])
     if len(rows) < 3:
         return None
-    x = nnls_relative(np.array(rows, float), np.array(y, float))
+    a, y_, d = np.array(rows, float), np.array(y, float), np.array(dur, float)
+    if idle_w is not None:
+        x = nnls_relative(a, y_ - idle_w * d, scale=y_)
+        return EnergyTerms(idle_w=float(idle_w), prefill_j_per_tok=float(x[0]), decode_j_per_tok=float(x[1]))
+    x = nnls_relative(np.column_stack([d, a]), y_)
     return EnergyTerms(idle_w=float(x[0]), prefill_j_per_tok=float(x[1]), decode_j_per_tok=float(x[2]))
 
 
@@ -660,7 +671,7 @@ def fit_profile(runs: Runs, *, command: str, serve_fit_model: str | None = None,
         backend = fit_recs[0].get("backend", "vllm")
         engine = ProfileEngine(name=ENGINE_NAMES.get(backend, backend), version=str(fit_recs[0].get("engine_version", "unknown")),
                                settings=engine_settings_of(fit_recs[0]))
-        energy = fit_energy(fit_recs)
+        energy = fit_energy(fit_recs, ((runs.probe or {}).get("gpu") or {}).get("power_now_w"))
     train = runs.of("train")
     train_fit_model = train_fit_model or _smallest_model([r for r in train if not r.get("error")])
     training_fit = fit_training(train, train_fit_model, gpu, ceilings) if train_fit_model else None

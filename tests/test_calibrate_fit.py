@@ -270,3 +270,17 @@ def test_fit_refuses_an_empty_runs_folder(tmp_path):
         load_runs(tmp_path)
     with pytest.raises(LifecostError, match="--runs"):
         load_runs(tmp_path / "missing")
+
+
+def test_energy_fit_recovers_per_token_energy_above_the_measured_idle_power():
+    from calibrate.fit import fit_energy
+
+    recs = []
+    for i, (p, d, dur) in enumerate(((1000, 200, 2.0), (8000, 500, 3.0), (500, 4000, 9.0), (20000, 100, 1.5))):
+        reqs = [{"prompt_tok": p, "output_tok": d}]
+        energy = 70.0 * dur + 0.02 * p + 0.3 * d
+        recs.append({"requests": reqs, "power": {"available": True, "energy_j": energy, "duration_s": dur}})
+    e = fit_energy(recs, idle_w=70.0)
+    assert e.idle_w == 70.0
+    assert e.prefill_j_per_tok == pytest.approx(0.02, rel=1e-6) and e.decode_j_per_tok == pytest.approx(0.3, rel=1e-6)
+    assert fit_energy(recs[:2], idle_w=70.0) is None  # too few runs to fit
