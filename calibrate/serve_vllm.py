@@ -20,7 +20,10 @@ What is recorded, and from where:
 - per engine step (the data the step-time fit wants): the scheduler's own decision — read by
   observing `Scheduler.schedule()`'s `SchedulerOutput` — split into prefill and decode tokens,
   the number of sequences, the KV context they hold, and the wall time of the whole `step()`
-  (schedule + forward + sample + output processing: the iteration time the simulator charges).
+  (schedule + forward + sample + output processing: the iteration time the simulator charges),
+  plus `cpu_s`, the process CPU time the step used (all threads). On a busy host the wall time
+  includes waiting for a core and `cpu_s` does not; the record's `host` block gives the load
+  average around the replay so a fit or a report can tell a slow engine from a crowded machine.
   With async scheduling active (`engine_settings.async_scheduling_active`; never on CPU, pass
   `async_scheduling=False` on a GPU) steps are recorded with `step_time_s: null`: one `step()`
   call then overlaps two batches, so its wall time is not one step's.
@@ -227,6 +230,7 @@ class VllmBackend:
         self.last_steps: list[dict[str, Any]] = []
         self.last_timestamps_source = ""
         self.last_request_stats: list[dict[str, Any] | None] = []
+        self.last_host: dict[str, Any] = {}
         self._engine: Any = None
         self._observer: _SchedulerObserver | None = None
         self._vocab_size = 0
@@ -348,7 +352,8 @@ class VllmBackend:
                 "model_config": json.loads((self._config_file or self.model_dir / "config.json")
                                            .read_text(encoding="utf-8")),
                 "timestamps_source": self.last_timestamps_source,
-                "request_engine_stats": self.last_request_stats, "steps": self.last_steps}
+                "request_engine_stats": self.last_request_stats, "host": self.last_host,
+                "steps": self.last_steps}
 
     # ---- replay ------------------------------------------------------------------------------
     def replay(self, requests: list[ServeRequest]) -> list[ServedRequest]:
@@ -387,6 +392,7 @@ class VllmBackend:
         steps: list[dict[str, Any]] = []
         t0 = time.monotonic()
         wall0 = time.time()
+        cpu0, load0 = time.process_time(), _loadavg_1m()
         nxt = 0
         while nxt < n or engine.has_unfinished_requests():
             now = time.monotonic() - t0
@@ -412,9 +418,9 @@ class VllmBackend:
             if not engine.has_unfinished_requests():
                 time.sleep(max(0.0, min(requests[order[nxt]].arrival_s - now, 0.05)))
                 continue
-            start = time.monotonic()
+            start, cpu_start = time.monotonic(), time.process_time()
             outputs = engine.step()
-            end = time.monotonic()
+            end, cpu_end = time.monotonic(), time.process_time()
             t_out = end - t0
             shapes = [o for o in (observer.take() if observer is not None else []) if o.num_seqs]
             for obs in shapes:
@@ -422,7 +428,8 @@ class VllmBackend:
                 # one runs: its wall time then belongs to no single shape.
                 timed = len(shapes) == 1 and not self._async
                 steps.append({"start_s": round(start - t0, 6), **asdict(obs),
-                              "step_time_s": round(end - start, 6) if timed else None})
+                              "step_time_s": round(end - start, 6) if timed else None,
+                              "cpu_s": round(cpu_end - cpu_start, 6) if timed else None})
             for o in outputs:
                 i = ids.get(o.request_id)
                 if i is None:
@@ -452,7 +459,19 @@ class VllmBackend:
                                         [round(t, 6) for t in times]))
         self.last_steps = steps
         self.last_request_stats = stats
+        self.last_host = {"loadavg_1m_start": load0, "loadavg_1m_end": _loadavg_1m(),
+                          "cpu_count": os.cpu_count(), "process_cpu_s": round(time.process_time() - cpu0, 3),
+                          "wall_s": round(time.monotonic() - t0, 3)}
         return served
+
+
+def _loadavg_1m() -> float | None:
+    """The host's 1-minute load average (None where the OS has none): on a shared machine it
+    says how much of a run's wall time was spent waiting for a CPU."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def _reason(e: BaseException) -> str:
