@@ -25,7 +25,7 @@ from planner_ui import ui_uploads
 from simulator.scenario import ArrivalSpec, Scenario, parse_scenario, scenario_to_yaml
 
 KEY = "sc."  # prefix of every widget key that mirrors a Scenario field
-SECTIONS = ("model", "gpu", "engine", "workload", "slo", "speculative", "offload", "prices", "horizon", "training")
+SECTIONS = ("model", "gpu", "engine", "workload", "slo", "speculative", "offload", "cluster", "prices", "horizon", "training")
 WEIGHT_QUANTS = ("bf16", "fp16", "fp8", "int8", "int4-awq", "int4-gptq", "int4-gguf")
 KV_DTYPES = ("bf16", "fp16", "fp8")
 
@@ -223,6 +223,25 @@ def _offload_section(base: Scenario) -> None:
     st.caption("tiers: " + " → ".join(f"{t.name} {t.capacity_gib:,.0f} GiB" for t in tiers) + " (edit in YAML)")
 
 
+def _cluster_section(base: Scenario) -> None:
+    c1, c2 = st.columns(2)
+    c1.number_input("Replicas", min_value=1, max_value=256, step=1, key=_seed("cluster.replicas", base),
+                    help="Simulated behind one router in 'Inside one run' (capacity and cost size the fleet themselves)")
+    c2.selectbox("Router", ("round_robin", "random", "least_outstanding_tokens", "prefix_affinity"), key=_seed("cluster.router", base))
+    st.toggle("Autoscale (cold starts)", key=_seed("cluster.autoscale.enabled", base))
+    if _widget_value("cluster.autoscale.enabled"):
+        c1, c2 = st.columns(2)
+        c1.number_input("min replicas", min_value=1, step=1, key=_seed("cluster.autoscale.min_replicas", base))
+        c2.number_input("max replicas", min_value=1, step=1, key=_seed("cluster.autoscale.max_replicas", base))
+        c1.number_input("cold start (s)", min_value=0.0, step=30.0, key=_seed("cluster.autoscale.cold_start_s", base))
+    st.toggle("Disaggregated prefill / decode", key=_seed("cluster.disaggregated.enabled", base))
+    if _widget_value("cluster.disaggregated.enabled"):
+        c1, c2 = st.columns(2)
+        c1.number_input("prefill replicas", min_value=1, step=1, key=_seed("cluster.disaggregated.prefill_replicas", base))
+        c2.number_input("decode replicas", min_value=1, step=1, key=_seed("cluster.disaggregated.decode_replicas", base))
+        st.selectbox("KV transfer link", ("nvlink", "infiniband", "ethernet"), key=_seed("cluster.disaggregated.link", base))
+
+
 def _prices_section(base: Scenario) -> None:
     from models.prices import load_prices
 
@@ -267,6 +286,7 @@ _SECTION_UI = {
     "slo": ("SLOs", _slo_section),
     "speculative": ("Speculative decoding", _speculative_section),
     "offload": ("KV offload", _offload_section),
+    "cluster": ("Replicas & routing", _cluster_section),
     "prices": ("Pricing", _prices_section),
     "horizon": ("Horizon & traffic", _horizon_section),
     "training": ("Fine-tuning", _training_section),

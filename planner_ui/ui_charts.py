@@ -222,21 +222,50 @@ def _thin(frame, max_points: int = 4000):
     return frame.iloc[::k]
 
 
-def kv_and_batch(steps, kv_capacity_blocks: int) -> go.Figure:
-    """KV-cache occupancy (share of the replica's blocks) and running batch size over time."""
+def kv_and_batch(steps, kv_capacity_blocks: int, max_replicas: int = 8) -> go.Figure:
+    """KV-cache occupancy (share of a replica's blocks) and running batch size over time, one
+    line per replica (the first `max_replicas` of a cluster run)."""
     from plotly.subplots import make_subplots
 
-    s = _thin(steps)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
                         subplot_titles=("KV-cache occupancy", "Batch size (sequences per step)"))
-    fig.add_trace(go.Scatter(x=s["start_s"], y=s["kv_blocks_used"] / kv_capacity_blocks, mode="lines", name="KV used",
-                             line=dict(color=PALETTE[0], width=1.5), fill="tozeroy"), row=1, col=1)
-    fig.add_trace(go.Scatter(x=s["start_s"], y=s["batch_size"], mode="lines", name="batch",
-                             line=dict(color=PALETTE[1], width=1.5)), row=2, col=1)
-    fig.update_yaxes(tickformat=".0%", rangemode="tozero", row=1, col=1, title_text="of KV blocks")
+    groups = list(steps.groupby("replica", sort=True)) if "replica" in steps else [(0, steps)]
+    single = len(groups) == 1
+    for i, (replica, g) in enumerate(groups[:max_replicas]):
+        g = _thin(g, 4000 // min(len(groups), max_replicas))
+        colour = PALETTE[0] if single else PALETTE[i % len(PALETTE)]
+        name = "KV used" if single else f"replica {int(replica)}"
+        fig.add_trace(go.Scatter(x=g["start_s"], y=g["kv_blocks_used"] / kv_capacity_blocks, mode="lines", name=name,
+                                 legendgroup=name, line=dict(color=colour, width=1.5), fill="tozeroy" if single else None),
+                      row=1, col=1)
+        fig.add_trace(go.Scatter(x=g["start_s"], y=g["batch_size"], mode="lines", name="batch" if single else name,
+                                 legendgroup=name, showlegend=single,
+                                 line=dict(color=PALETTE[1] if single else colour, width=1.5)), row=2, col=1)
+    fig.update_yaxes(tickformat=".0%", rangemode="tozero", row=1, col=1, title_text="of a replica's KV blocks")
     fig.update_yaxes(rangemode="tozero", row=2, col=1, title_text="sequences")
     fig.update_xaxes(title_text="simulated time (s)", row=2, col=1)
     return style(fig, height=480)
+
+
+def cdf_by(frame, column: str, by: str, labels: dict, *, name: str, bound_s: float | None) -> go.Figure:
+    """Empirical CDFs of one latency column for each group of `by` (e.g. reasoning on / off)."""
+    import numpy as np
+
+    fig = go.Figure()
+    for i, (value, label) in enumerate(labels.items()):
+        v = np.sort(frame.loc[frame[by] == value, column].to_numpy(dtype=float))
+        v = v[np.isfinite(v) & (v > 0)]
+        if not len(v):
+            continue
+        k = max(1, len(v) // 2000)
+        fig.add_trace(go.Scatter(x=v[::k], y=(np.arange(1, len(v) + 1) / len(v))[::k], mode="lines", name=label,
+                                 line=dict(color=PALETTE[i % len(PALETTE)], width=2.5)))
+    if bound_s is not None:
+        fig.add_trace(go.Scatter(x=[bound_s] * 2, y=[0, 1], mode="lines", name="p99 SLO bound",
+                                 line=dict(color=PALETTE[4], dash="dash", width=2)))
+    fig.update_yaxes(tickformat=".0%", range=[0, 1.01])
+    fig.update_xaxes(type="log")
+    return style(fig, title=f"{name} by group (CDF)", x=f"{name} (s, log scale)", y="share of requests", height=340)
 
 
 def cdf(values_s, *, name: str, bound_s: float | None, unit_ms: bool = True) -> go.Figure:

@@ -13,6 +13,24 @@ from planner_ui import ui_charts as ch
 from planner_ui.ui_builder import Built
 
 
+def cluster_cards(cluster: dict, s) -> None:
+    """Replicas, provisioned GPU-hours and utilisation of a cluster run (colocated or disaggregated)."""
+    pools = [cluster[k] for k in ("prefill", "decode") if k in cluster] or [cluster]
+    util = [u for p in pools for u in p.get("replica_utilisation") or []]
+    per = [n for p in pools for n in p.get("requests_per_replica") or []]
+    c = st.columns(4)
+    split = " + ".join(f"{len(p.get('replica_utilisation') or [])} {k}" for k, p in cluster.items() if k in ("prefill", "decode"))
+    ch.card(c[0], "Replicas used", ch.fmt_int(len(util)), split or f"router: {s.cluster.router}")
+    ch.card(c[1], "GPU-hours provisioned", f"{cluster['gpu_seconds_provisioned'] / 3600:,.2f}", "∫ replicas × TP dt")
+    ch.card(c[2], "Utilisation (mean)", ch.fmt_pct(sum(util) / len(util) if util else None),
+            f"min {ch.fmt_pct(min(util)) if util else '—'} · max {ch.fmt_pct(max(util)) if util else '—'}")
+    if "kv_moved_gb" in cluster:
+        ch.card(c[3], "KV moved", f"{cluster['kv_moved_gb']:,.1f} GB",
+                f"p99 transfer {ch.fmt_ms(cluster['kv_transfer_s']['p99'])} over {cluster['link']}")
+    else:
+        ch.card(c[3], "Requests / replica", f"{min(per):,}–{max(per):,}" if per else "—", "routing balance")
+
+
 def render(built: Built) -> None:
     s = ui_calls.need_scenario(built)
     if s is None:
@@ -29,12 +47,29 @@ def render(built: Built) -> None:
     ch.card(c[4], "GPU busy", ch.fmt_pct(summary["busy_frac"]), f"predictor: {summary['predictor']}")
     ch.card(c[5], "Simulated in", ch.fmt_s(summary["sim_wall_s"]), f"{meta.get('kv_capacity_blocks', 0):,} KV blocks")
 
+    cluster = summary.get("cluster")
+    if cluster:
+        cluster_cards(cluster, s)
     if len(result.steps):
-        st.plotly_chart(ch.kv_and_batch(result.steps, meta["kv_capacity_blocks"] * meta.get("num_replicas", 1)),
-                        width="stretch", key="run_kv")
+        st.plotly_chart(ch.kv_and_batch(result.steps, meta["kv_capacity_blocks"]), width="stretch", key="run_kv")
     left, right = st.columns(2)
     left.plotly_chart(ch.cdf(result.requests["ttft_s"], name="TTFT", bound_s=s.slo.ttft_p99_s), width="stretch", key="run_ttft")
     right.plotly_chart(ch.cdf(result.requests["tpot_s"], name="TPOT", bound_s=s.slo.tpot_p99_s), width="stretch", key="run_tpot")
+    reasoning = summary.get("reasoning")
+    if reasoning:
+        st.markdown("#### Reasoning on vs off")
+        rows = [{"requests": k, "count": v["num_requests"], "thinking tok (mean)": v["thinking_tok_mean"],
+                 "TTFT p99 (ms)": v["ttft_s"]["p99"] * 1e3, "TPOT p99 (ms)": v["tpot_s"]["p99"] * 1e3,
+                 "E2E p99 (s)": v["e2e_s"]["p99"], "SLO attainment": v["slo_attainment"]} for k, v in reasoning.items()]
+        left, right = st.columns([2, 3])
+        left.dataframe(rows, hide_index=True, width="stretch", column_config={
+            "thinking tok (mean)": st.column_config.NumberColumn(format="%.0f"),
+            "TTFT p99 (ms)": st.column_config.NumberColumn(format="%.0f"),
+            "TPOT p99 (ms)": st.column_config.NumberColumn(format="%.1f"),
+            "E2E p99 (s)": st.column_config.NumberColumn(format="%.2f"),
+            "SLO attainment": st.column_config.NumberColumn(format="percent")})
+        right.plotly_chart(ch.cdf_by(result.requests, "e2e_s", "reasoning_on", {True: "reasoning on", False: "reasoning off"},
+                                     name="E2E latency", bound_s=s.slo.e2e_p99_s), width="stretch", key="run_reasoning")
     with st.expander("Per-request frame (first 1,000 rows)"):
         st.dataframe(result.requests.head(1000), width="stretch")
         st.download_button("Download requests.csv", result.requests.to_csv(index=False), file_name=f"{s.name}-requests.csv",

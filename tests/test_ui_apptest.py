@@ -340,3 +340,23 @@ def test_a_model_that_does_not_fit_is_reported_once_next_to_the_model_field():
     page = [e.value for e in at.main.error]
     assert len(page) == len(set(page)) == 1 and "GiB" in page[0], page
     assert any("model.name" in e for e in sidebar_errors(at))
+
+
+def test_inside_one_run_shows_the_cluster_and_reasoning_split_of_the_cli_summary(tmp_path):
+    from planner_ui import ui_charts as ch
+
+    think = {"kind": "lognormal", "mean": 800, "sigma": 0.5, "low": 16, "high": 4000}
+    s = SMALL.with_changes(**{"cluster.replicas": 2, "workload.arrival.rate_qps": 12.0,
+                              "workload.classes": [{"name": "chat", "reasoning": {"on_frac": 0.3, "thinking_tok": think}}]})
+    path = tmp_path / "cluster.yaml"
+    path.write_text(scenario_to_yaml(s))
+    summary = cli_json("simulate", str(path))
+    at = start_with(s, "Inside one run")
+    assert_no_traceback(at)
+    shown = cards(at)
+    assert shown["Replicas used"] == "2"
+    assert shown["GPU-hours provisioned"] == f"{summary['cluster']['gpu_seconds_provisioned'] / 3600:,.2f}"
+    assert shown["KV cache mean"] == ch.fmt_pct(summary["kv_mean_frac"])
+    table = at.dataframe[0].value  # reasoning on / off
+    assert dict(zip(table["requests"], table["count"])) == {k: v["num_requests"] for k, v in summary["reasoning"].items()}
+    assert len(at.get("plotly_chart")) == 4  # KV + batch, TTFT, TPOT, E2E by reasoning
