@@ -305,6 +305,13 @@ def kv_capacity_blocks(scenario, card, gpu) -> int:
         max_model_len_tok=e.max_model_len_tok, max_num_batched_tokens=e.max_num_batched_tokens, max_num_seqs=e.max_num_seqs,
     )
     blocks = int(plan.max_kv_tokens) // e.block_size_tok
+    if scenario.speculative.method != "none":
+        # the draft's weights and KV share the KV budget (simulator/speculative.py, `draft_memory`)
+        from models.memory import GIB
+        from simulator.speculative import draft_memory
+
+        w_bytes, kv_tok_bytes = draft_memory(scenario, card)
+        blocks = max(0, int((plan.kv_gib * GIB - w_bytes) / (plan.kv_bytes_per_token + kv_tok_bytes))) // e.block_size_tok
     need_blocks = blocks_for(e.max_model_len_tok, e.block_size_tok)
     if not plan.fits or blocks < need_blocks:
         raise LifecostError(
@@ -326,6 +333,8 @@ class SimSetup:
     kv_blocks: int  # per replica
     predictor: StepTimePredictor
     t0: float  # perf_counter at the start, for sim_wall_s
+    spec_target_steps: np.ndarray | None = None  # speculative decoding: verification steps per request
+    spec_tok_per_step: np.ndarray | None = None  # … and its tokens per target step
 
 
 def prepare(
@@ -367,14 +376,21 @@ def prepare(
     elif kv_blocks < blocks_for(e.max_model_len_tok, e.block_size_tok):
         raise LifecostError(f"{kv_blocks} KV blocks cannot hold one {e.max_model_len_tok}-token sequence", field="kv_blocks", fix="give more blocks or a smaller max_model_len_tok")
     predictor = predictor or make_predictor(scenario, card, gpu)
-    return SimSetup(scenario, requests, output_tok, kv_blocks, predictor, t0)
+    setup = SimSetup(scenario, requests, output_tok, kv_blocks, predictor, t0)
+    if scenario.speculative.method != "none":
+        from simulator.speculative import check_speculative, make_speculative_predictor, request_rates
+
+        check_speculative(scenario, card)
+        setup.predictor = make_speculative_predictor(scenario, predictor, card, gpu)
+        setup.spec_target_steps, setup.spec_tok_per_step = request_rates(scenario, requests, output_tok, scenario.seed if seed is None else seed)
+    return setup
 
 
 def make_replica(env: simpy.Environment, setup: SimSetup, state: RequestState, recorder: Recorder, replica_id: int = 0, *, fast_forward: bool = True) -> Replica:
     """One replica with its own scheduler and KV cache over the shared request state and recorder."""
     e = setup.scenario.engine
     kv = KVCacheManager(setup.kv_blocks, e.block_size_tok, e.enable_prefix_caching)
-    sched = Scheduler(setup.requests, setup.output_tok, e, kv, state)
+    sched = Scheduler(setup.requests, setup.output_tok, e, kv, state, tok_per_step=setup.spec_tok_per_step)
     return Replica(env, sched, setup.predictor, recorder, replica_id, fast_forward=fast_forward)
 
 
@@ -398,6 +414,9 @@ def collect_result(setup: SimSetup, state: RequestState, recorder: Recorder, rep
         "kv_blocks_in_use_at_end": sum(kv.used_blocks for kv in kvs),  # 0 when every request freed its blocks
         "kv_prefix_hit_blocks": sum(kv.hit_blocks for kv in kvs),
     }
+    if setup.spec_target_steps is not None:
+        frame["spec_target_steps"] = setup.spec_target_steps  # verification steps each request took
+        meta["speculative"] = {"method": scenario.speculative.method, "num_draft_tok": scenario.speculative.num_draft_tok, "target_steps": int(setup.spec_target_steps.sum())}
     steps = recorder.steps_frame()
     meta["sim_wall_s"] = time.perf_counter() - setup.t0
     return Result(frame, steps, meta)

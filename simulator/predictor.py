@@ -68,6 +68,8 @@ class StepFeatures:
     num_seqs: int = 0
     swap_in_tok: int = 0  # KV tokens copied host → GPU (swapped-out requests readmitted)
     swap_out_tok: int = 0  # KV tokens copied GPU → host (requests preempted by swap)
+    spec_tok_per_step: float = 0.0  # speculative decoding: Σ decoding sequences' tokens per target step (0: off)
+    kv_load_s: float = 0.0  # tiered KV offload: seconds of prefix loads from lower tiers, serial on the host link
 
 
 @dataclass(frozen=True, slots=True)

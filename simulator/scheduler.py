@@ -107,8 +107,13 @@ def check_engine(engine) -> None:
 class Scheduler:
     """One replica's scheduler over a shared `RequestState` and its own `KVCacheManager`."""
 
-    def __init__(self, requests, output_tok: np.ndarray, engine, kv: KVCacheManager, state: RequestState):
+    def __init__(self, requests, output_tok: np.ndarray, engine, kv: KVCacheManager, state: RequestState, *, tok_per_step: np.ndarray | None = None, offload=None):
         check_engine(engine)
+        # speculative decoding: each request's tokens per target step (simulator/speculative.py);
+        # the decoding set's sum goes to the predictor (`StepFeatures.spec_tok_per_step`)
+        self._rate = None if tok_per_step is None else np.ascontiguousarray(tok_per_step, np.float64).data
+        self.spec_rate_sum = 0.0
+        self.offload = offload  # tiered KV offload policy (simulator/offload.py) or None
         self.kv = kv
         self.st = state
         self.bs = kv.block_size_tok
@@ -196,6 +201,10 @@ class Scheduler:
         self.block_phase[(1 - self.prompt_v[rid] - base) % bs] -= 1
         self.num_decode -= 1
         self.decode_ctx_tok -= computed
+        if self._rate is not None:
+            self.spec_rate_sum -= self._rate[rid]
+            if not self.num_decode:
+                self.spec_rate_sum = 0.0  # no float drift left behind
         st.gen_v[rid] = base + self.T
         return computed
 
@@ -207,6 +216,8 @@ class Scheduler:
         self.block_phase[(self.T - computed) % self.bs] += 1
         self.num_decode += 1
         self.decode_ctx_tok += computed
+        if self._rate is not None:
+            self.spec_rate_sum += self._rate[rid]
         heapq.heappush(self._finish_heap, (self.output_v[rid] - base, rid))
 
     def _release(self, rid: int, held_tok: int) -> None:
@@ -358,7 +369,7 @@ class Scheduler:
             ctx += c + n
             pairs += n * c + n * (n + 1) // 2
         d = self.num_decode
-        feats = StepFeatures(p_tok, d, self.decode_ctx_tok + d, ctx, pairs, d + len(chunks), self._swap_in_tok, self._swap_out_tok)
+        feats = StepFeatures(p_tok, d, self.decode_ctx_tok + d, ctx, pairs, d + len(chunks), self._swap_in_tok, self._swap_out_tok, self.spec_rate_sum)
         return StepPlan(chunks, d, feats, admitted, preempted)
 
     def update(self, plan: StepPlan) -> tuple[list[int], list[int]]:
@@ -469,7 +480,7 @@ class Scheduler:
     def run_features(self) -> StepFeatures:
         """Features of the first step of a pure-decode run (context grows by one per sequence per step)."""
         d = self.num_decode
-        return StepFeatures(0, d, self.decode_ctx_tok + d, 0, 0, d)
+        return StepFeatures(0, d, self.decode_ctx_tok + d, 0, 0, d, 0, 0, self.spec_rate_sum)
 
     def advance_decode_run(self, k: int) -> list[int]:
         """Apply k executed pure-decode steps at once: take their KV blocks, advance the step
