@@ -232,7 +232,7 @@ class Pool:
 
     def _maybe_release(self, i: int) -> None:
         if self.status[i] == DRAINING and self.outstanding[i] == 0:
-            self.prov_s[i] += self.env.now - self.prov_since[i]
+            self.prov_s[i] += float(self.env.now - self.prov_since[i])
             self.prov_since[i] = math.nan
             self.status[i] = OFF
 
@@ -240,7 +240,7 @@ class Pool:
         """The run ended at `end_s`: every replica still provisioned is released then."""
         for i, since in enumerate(self.prov_since):
             if since == since:  # not NaN
-                self.prov_s[i] += max(end_s - since, 0.0)
+                self.prov_s[i] += float(max(end_s - since, 0.0))
                 self.prov_since[i] = math.nan
 
     # -- requests ----------------------------------------------------------------------------
