@@ -310,6 +310,9 @@ def kv_capacity_blocks(scenario, card, gpu) -> int:
         from models.memory import GIB
         from simulator.speculative import draft_memory
 
+        from simulator.speculative import check_speculative
+
+        check_speculative(scenario, card)
         w_bytes, kv_tok_bytes = draft_memory(scenario, card)
         blocks = max(0, int((plan.kv_gib * GIB - w_bytes) / (plan.kv_bytes_per_token + kv_tok_bytes))) // e.block_size_tok
     need_blocks = blocks_for(e.max_model_len_tok, e.block_size_tok)
