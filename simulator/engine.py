@@ -338,6 +338,7 @@ class SimSetup:
     t0: float  # perf_counter at the start, for sim_wall_s
     spec_target_steps: np.ndarray | None = None  # speculative decoding: verification steps per request
     spec_tok_per_step: np.ndarray | None = None  # … and its tokens per target step
+    offload_tiers: tuple | None = None  # tiered KV offload: (tier configs, KV bytes per block per GPU)
 
 
 def prepare(
@@ -380,6 +381,10 @@ def prepare(
         raise LifecostError(f"{kv_blocks} KV blocks cannot hold one {e.max_model_len_tok}-token sequence", field="kv_blocks", fix="give more blocks or a smaller max_model_len_tok")
     predictor = predictor or make_predictor(scenario, card, gpu)
     setup = SimSetup(scenario, requests, output_tok, kv_blocks, predictor, t0)
+    if scenario.offload.enabled:
+        from simulator.offload import resolve_tiers
+
+        setup.offload_tiers = resolve_tiers(scenario, card, gpu, getattr(predictor, "profile", None))
     if scenario.speculative.method != "none":
         from simulator.speculative import check_speculative, make_speculative_predictor, request_rates
 
@@ -393,7 +398,12 @@ def make_replica(env: simpy.Environment, setup: SimSetup, state: RequestState, r
     """One replica with its own scheduler and KV cache over the shared request state and recorder."""
     e = setup.scenario.engine
     kv = KVCacheManager(setup.kv_blocks, e.block_size_tok, e.enable_prefix_caching)
-    sched = Scheduler(setup.requests, setup.output_tok, e, kv, state, tok_per_step=setup.spec_tok_per_step)
+    offload = None
+    if setup.offload_tiers is not None:
+        from simulator.offload import KvOffload
+
+        offload = kv.offload = KvOffload(*setup.offload_tiers, predictor=setup.predictor, block_size_tok=e.block_size_tok)
+    sched = Scheduler(setup.requests, setup.output_tok, e, kv, state, tok_per_step=setup.spec_tok_per_step, offload=offload)
     return Replica(env, sched, setup.predictor, recorder, replica_id, fast_forward=fast_forward)
 
 
@@ -417,6 +427,10 @@ def collect_result(setup: SimSetup, state: RequestState, recorder: Recorder, rep
         "kv_blocks_in_use_at_end": sum(kv.used_blocks for kv in kvs),  # 0 when every request freed its blocks
         "kv_prefix_hit_blocks": sum(kv.hit_blocks for kv in kvs),
     }
+    if setup.offload_tiers is not None:
+        from simulator.offload import merge_stats
+
+        meta["offload"] = merge_stats([kv.offload.stats() for kv in kvs])
     if setup.spec_target_steps is not None:
         frame["spec_target_steps"] = setup.spec_target_steps  # verification steps each request took
         meta["speculative"] = {"method": scenario.speculative.method, "num_draft_tok": scenario.speculative.num_draft_tok, "target_steps": int(setup.spec_target_steps.sum())}

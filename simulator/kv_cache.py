@@ -62,6 +62,9 @@ class KVCacheManager:
         # accounting
         self.hit_blocks = 0  # prefix blocks reused by admitted requests
         self.evicted_blocks = 0
+        # tiered KV offload (simulator/offload.py): evicted prefix blocks go down a tier; None: they vanish
+        self.offload = None
+        self.last_load_s = 0.0  # seconds of the lower-tier load the last `allocate` did
 
     # -- counts ---------------------------------------------------------------------------
     @property
@@ -92,6 +95,16 @@ class KVCacheManager:
             assert blocks > 0, p
 
     # -- prefix cache ---------------------------------------------------------------------
+    def prefix_cap_blocks(self, prefix_tok: int, num_tokens: int) -> int:
+        """Most prefix blocks a request of `num_tokens` tokens may reuse (full blocks, last token computed)."""
+        if not self.enable_prefix_caching or prefix_tok < self.block_size_tok:
+            return 0
+        return min(prefix_tok // self.block_size_tok, (num_tokens - 1) // self.block_size_tok)
+
+    def cached_blocks(self, prefix_id: int) -> int:
+        """Leading blocks of `prefix_id` cached in HBM."""
+        return self._prefix_blocks.get(prefix_id, 0)
+
     def lookup_prefix(self, prefix_id: int, prefix_tok: int, num_tokens: int) -> int:
         """Blocks of `prefix_id` already cached that a request of `num_tokens` tokens may reuse.
 
@@ -120,6 +133,8 @@ class KVCacheManager:
             return shared_blocks
         blocks = self._prefix_blocks.get(prefix_id)
         if blocks is None:  # new entry, referenced by this request
+            if self.offload is not None:
+                self.offload.drop_front(prefix_id, full)  # recomputed: lower-tier copies are duplicates
             self._prefix_blocks[prefix_id] = full
             self._prefix_users[prefix_id] = {full: 1}
             self._prefix_pinned[prefix_id] = full
@@ -132,6 +147,8 @@ class KVCacheManager:
             if not users[shared_blocks]:
                 del users[shared_blocks]
             users[full] = users.get(full, 0) + 1
+            if self.offload is not None:
+                self.offload.drop_front(prefix_id, full - shared_blocks)
             self._prefix_blocks[prefix_id] = self._prefix_pinned[prefix_id] = full
             return full
         return shared_blocks
@@ -173,6 +190,8 @@ class KVCacheManager:
             self.evictable_blocks -= take
             self.free_blocks += take
             self.evicted_blocks += take
+            if self.offload is not None:
+                self.offload.on_evict(pid, take)
             if take == have - pinned:
                 del self._lru[pid]
                 if pinned == 0:
@@ -181,16 +200,22 @@ class KVCacheManager:
             self._prefix_blocks[pid] = have - take
 
     # -- the admission primitive -----------------------------------------------------------
-    def allocate(self, num_computed_tok: int, num_new_tok: int, *, prefix_id: int = -1, hit_blocks: int = 0) -> int | None:
+    def allocate(self, num_computed_tok: int, num_new_tok: int, *, prefix_id: int = -1, hit_blocks: int = 0, load_blocks: int = 0) -> int | None:
         """Reserve KV slots so a request holding `num_computed_tok` tokens can compute `num_new_tok` more.
 
         Returns the number of blocks newly taken from the pool, or None when there are not
         enough (nothing is changed then; the caller preempts someone or waits). On a request's
         admission pass its prefix hit (`prefix_id`, `hit_blocks` from `lookup_prefix`): the hit
         blocks are referenced, not taken, and `num_computed_tok` must equal the hit tokens.
+        With tiered offload, `load_blocks` more prefix blocks (right after all of the prefix's HBM
+        blocks, which the hit must then cover) come up from the lower tiers into fresh blocks
+        that join the prefix entry (`last_load_s` is their load time); `num_computed_tok` then
+        counts them too.
         """
         bs = self.block_size_tok
         need = -(-(num_computed_tok + num_new_tok) // bs) - -(-num_computed_tok // bs)
+        if load_blocks:
+            return self._allocate_with_load(need, prefix_id, hit_blocks, load_blocks)
         if hit_blocks:
             # hit blocks still evictable become pinned: they cannot pay for `need`
             newly_pinned = max(0, hit_blocks - self._prefix_pinned[prefix_id])
@@ -204,6 +229,30 @@ class KVCacheManager:
             self._evict(need - self.free_blocks)
         self.free_blocks -= need
         return need
+
+    def _allocate_with_load(self, need: int, pid: int, hit: int, load: int) -> int | None:
+        newly_pinned = max(0, hit - self._prefix_pinned[pid]) if hit else 0
+        if need + load > self.free_blocks + self.evictable_blocks - newly_pinned:
+            return None
+        assert hit == self._prefix_blocks.get(pid, 0), "a load extends a hit that covers all HBM blocks of the prefix"
+        self.last_load_s = self.offload.record_load(pid, hit, load)  # before evicting: the chain must not shift
+        if hit:
+            self._add_user(pid, hit)  # pins all of the entry, so the eviction below cannot touch it
+            self.hit_blocks += hit
+        total = need + load
+        if total > self.free_blocks:
+            self._evict(total - self.free_blocks)
+        self.free_blocks -= total
+        if hit:
+            users = self._prefix_users[pid]
+            users[hit] -= 1
+            if not users[hit]:
+                del users[hit]
+            users[hit + load] = users.get(hit + load, 0) + 1
+        else:
+            self._prefix_users[pid] = {load: 1}
+        self._prefix_blocks[pid] = self._prefix_pinned[pid] = hit + load
+        return total
 
     def allocate_blocks(self, num_blocks: int) -> bool:
         """Take `num_blocks` fresh blocks at once (a run of decode steps of many requests)."""

@@ -271,7 +271,7 @@ class RooflinePredictor(_LinePredictor):
 
     def _lines(self, f: StepFeatures) -> tuple[Line, ...]:
         tokens = f.prefill_tok + f.decode_tok
-        comm = tokens * self._s_comm_per_tok
+        comm = tokens * self._s_comm_per_tok + f.kv_load_s  # prefix loads from offload tiers wait with the step
         if f.swap_in_tok or f.swap_out_tok:
             comm += f.swap_in_tok * self._s_swap_in_per_tok + f.swap_out_tok * self._s_swap_out_per_tok
         pair, kv = self._s_per_pair, self._s_per_kv_tok
@@ -316,7 +316,8 @@ class FittedPredictor(_LinePredictor):
         tokens = f.prefill_tok + f.decode_tok
         kv = self._s_per_kv_tok
         a = (
-            f.swap_in_tok * self._s_swap_in_per_tok
+            f.kv_load_s
+            + f.swap_in_tok * self._s_swap_in_per_tok
             + f.swap_out_tok * self._s_swap_out_per_tok
             + self._s_fixed
             - (self._s_routed * self._skip**tokens if self._s_routed else 0.0)

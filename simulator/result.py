@@ -108,6 +108,20 @@ class Result:
             "predictor": m.get("predictor", ""),
             "sim_wall_s": m.get("sim_wall_s", float("nan")),
         }
+        if "offload" in m:  # tiered KV offload: hit rates per tier (of prompt tokens), bytes moved, time saved
+            o, bs = m["offload"], m.get("block_size_tok", 16)
+            out["offload"] = {
+                "hbm_hit_frac": m.get("kv_prefix_hit_blocks", 0) * bs / prompt if prompt else 0.0,
+                **{f"{name}_hit_frac": t["hit_blocks"] * bs / prompt if prompt else 0.0 for name, t in o["tiers"].items()},
+                "bytes_up": sum(t["bytes_up"] for t in o["tiers"].values()),
+                "bytes_down": sum(t["bytes_down"] for t in o["tiers"].values()),
+                "loads": o["loads"],
+                "recompute_decisions": o["recomputes"],
+                "prefill_saved_s": o["prefill_saved_s"],
+                "tiers": o["tiers"],
+            }
+        if "speculative" in m:
+            out["speculative"] = m["speculative"]
         if "cluster" in m:
             out["cluster"] = m["cluster"]
             out["gpu_seconds"] = m["cluster"]["gpu_seconds_provisioned"]

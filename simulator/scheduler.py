@@ -123,6 +123,7 @@ class Scheduler:
         self.swap = engine.preemption_mode == "swap"
         self.swapped: set[int] = set()  # preempted requests whose KV waits in host memory
         self._swap_in_tok = self._swap_out_tok = 0  # KV tokens copied in / out in the step being planned
+        self._kv_load_s = 0.0  # seconds of lower-tier prefix loads in the step being planned
         self.priority_policy = engine.scheduling_policy == "priority"
         # read-only request fields as memoryviews (plain-int scalar access)
         self._prompt = np.ascontiguousarray(requests.prompt_tok, np.int64)
@@ -279,6 +280,7 @@ class Scheduler:
         self._scheduled_new = scheduled = {}
         self._decode_allocated = False
         self._swap_in_tok = self._swap_out_tok = 0
+        self._kv_load_s = 0.0
         if self.num_decode:
             if not kv.allocate_blocks(self.block_phase[self.T % bs]):
                 self._preempt_for_decodes(preempted)
@@ -328,7 +330,11 @@ class Scheduler:
                     hit, c = 0, st.computed_v[rid]
                 else:
                     hit = kv.lookup_prefix(pid, self.ptok_v[rid], total) if pid >= 0 else 0
-                    c = hit * bs
+                    load = 0
+                    if self.offload is not None and pid >= 0 and hit == kv.cached_blocks(pid):
+                        # lower tiers may hold the rest: load it if that beats recomputing it
+                        load, _ = self.offload.plan_load(pid, hit, kv.prefix_cap_blocks(self.ptok_v[rid], total), self._kv_load_s)
+                    c = (hit + load) * bs
                 n = total - c
                 if n > budget:
                     if not self.chunked:
@@ -337,10 +343,13 @@ class Scheduler:
                         blocked = not chunks
                         break
                     n = budget
-                got = kv.allocate(0, c + n) if swapped_in else kv.allocate(c, n, prefix_id=pid, hit_blocks=hit)
+                got = kv.allocate(0, c + n) if swapped_in else kv.allocate(c, n, prefix_id=pid, hit_blocks=hit, load_blocks=load)
                 if got is None:
                     blocked = True
                     break
+                if not swapped_in and load:
+                    self._kv_load_s += kv.last_load_s
+                    hit += load
                 if swapped_in:
                     self.swapped.discard(rid)
                     self._swap_in_tok += c
@@ -369,7 +378,7 @@ class Scheduler:
             ctx += c + n
             pairs += n * c + n * (n + 1) // 2
         d = self.num_decode
-        feats = StepFeatures(p_tok, d, self.decode_ctx_tok + d, ctx, pairs, d + len(chunks), self._swap_in_tok, self._swap_out_tok, self.spec_rate_sum)
+        feats = StepFeatures(p_tok, d, self.decode_ctx_tok + d, ctx, pairs, d + len(chunks), self._swap_in_tok, self._swap_out_tok, self.spec_rate_sum, self._kv_load_s)
         return StepPlan(chunks, d, feats, admitted, preempted)
 
     def update(self, plan: StepPlan) -> tuple[list[int], list[int]]:

@@ -193,7 +193,7 @@ class SpeculativePredictor:
         )
 
     def _decode_only(self, f: StepFeatures) -> StepFeatures:
-        return replace(f, prefill_tok=0, prefill_ctx_tok=0, prefill_attn_pairs=0, swap_in_tok=0, swap_out_tok=0, num_seqs=f.decode_tok)
+        return replace(f, prefill_tok=0, prefill_ctx_tok=0, prefill_attn_pairs=0, swap_in_tok=0, swap_out_tok=0, kv_load_s=0.0, num_seqs=f.decode_tok)
 
     def _draft_line(self, f: StepFeatures) -> Line:
         """(a, b): draft cost of a real step at iteration j = a + b·j."""
