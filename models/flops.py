@@ -25,13 +25,19 @@ Conventions (one multiply-add = 2 FLOPs):
   (2·N_lora), activation-grad (2·N_lora) and weight-grad (2·N_lora) FLOPs. QLoRA does the same
   matmuls as LoRA (the NF4 base is dequantised to bf16 before each matmul); the dequantisation
   costs memory traffic, not tensor-core FLOPs, and is left to the calibrated MFU.
+- **LoRA on fused MoE experts** (peft 0.21 `ParamWrapper`, see `lora.py`): peft forms
+  W' = W + B·A for every expert once per forward (2·r·d_in·d_out per expert) and the routed
+  tokens multiply W'. Because W' requires grad, backward computes the full weight gradient of
+  the routed experts (2·N_m per token, N_m = routed expert + router weights a token uses) and
+  then dA, dB from it (2 × the merge FLOPs). The merge terms are per step, so they are spread
+  over the step's seq_len_tok × micro_batch tokens.
 """
 
 from __future__ import annotations
 
 from models.catalog import ModelCard
 from models.errors import LifecostError
-from models.lora import lora_active_params
+from models.lora import lora_active_params, lora_merge_flops, lora_merged_active_weights
 from models.params import linear_shapes
 
 TRAIN_METHODS = ("full", "lora", "qlora")
@@ -73,14 +79,17 @@ def flops_per_token_fwd(card: ModelCard, context_tok: float = 0) -> float:
 
 
 def train_flops_per_token(card: ModelCard, method: str, seq_len_tok: int, grad_ckpt: bool,
-                          lora_r: int = 16, lora_targets: str = "all-linear") -> float:
+                          lora_r: int = 16, lora_targets: str = "all-linear", micro_batch: int = 1) -> float:
     """Training FLOPs per token (forward + backward [+ recompute]) at causal-average context.
 
     full:        fwd 2N + A;  bwd 2N (activation grads) + 2N (weight grads) + 2A  → 6N + 3A
-    lora/qlora:  fwd 2N + A + 2Nₐ;  bwd 2N + 2A + 4Nₐ (adapter activation + weight grads)
-                 → 4N + 3A + 6Nₐ   (frozen base: no base weight gradients)
-    grad_ckpt:   + one more forward (2N + A [+ 2Nₐ])
-    N = active matmul params, A = attention FLOPs at context (S+1)/2, Nₐ = active adapter params.
+    lora/qlora:  fwd 2N + A + 2Nₐ + M/T;  bwd 2N + 2A + 4Nₐ + 2N_m + 2M/T
+                 (frozen base: no base weight gradients except merged MoE experts)
+    grad_ckpt:   + one more forward
+    N = active matmul params, A = attention FLOPs at context (S+1)/2, Nₐ = active adapter params
+    of per-token (nn.Linear) adapters, N_m = weights of merged ParamWrapper targets a token uses,
+    M = FLOPs of one forward's B·A merges, T = seq_len_tok × micro_batch tokens per step.
+    M and N_m are 0 for dense models.
     """
     if method not in TRAIN_METHODS:
         raise LifecostError(f"unknown training method {method!r}", field="method",
@@ -93,6 +102,12 @@ def train_flops_per_token(card: ModelCard, method: str, seq_len_tok: int, grad_c
     if method == "full":
         fwd, bwd = 2 * n + attn, 4 * n + 2 * attn
     else:
+        if isinstance(micro_batch, bool) or not isinstance(micro_batch, int) or micro_batch < 1:
+            raise LifecostError(f"micro_batch {micro_batch!r} must be a positive integer", field="micro_batch",
+                                fix="pass sequences per GPU per step")
         n_a = lora_active_params(card, lora_r, lora_targets)
-        fwd, bwd = 2 * n + attn + 2 * n_a, 2 * n + 2 * attn + 4 * n_a
+        n_m = lora_merged_active_weights(card, lora_r, lora_targets)
+        merge = lora_merge_flops(card, lora_r, lora_targets) / (seq_len_tok * micro_batch)
+        fwd = 2 * n + attn + 2 * n_a + merge
+        bwd = 2 * n + 2 * attn + 4 * n_a + 2 * n_m + 2 * merge
     return fwd + bwd + (fwd if grad_ckpt else 0.0)

@@ -47,9 +47,23 @@ class AdaptedMatrix:
         return self.rank * (self.shape.in_features + self.shape.out_features) * self.shape.count
 
     @property
+    def merged(self) -> bool:
+        """True for peft `ParamWrapper` targets (fused experts, routers): peft folds B·A into the
+        weight once per forward instead of running x·A·B per token."""
+        return self.shape.role in ("expert", "router")
+
+    @property
     def active_params(self) -> float:
-        """Adapter weights one token multiplies by (top-k of the routed experts' adapters)."""
+        """Adapter weights one token multiplies by: r·(d_in + d_out) per copy the token uses;
+        0 for merged (`ParamWrapper`) targets, whose adapters the token never touches."""
+        if self.merged:
+            return 0.0
         return self.rank * (self.shape.in_features + self.shape.out_features) * self.shape.active
+
+    @property
+    def merge_flops(self) -> float:
+        """FLOPs of forming B·A for every copy (E experts × layers) once: 2·r·d_in·d_out each."""
+        return 2.0 * self.rank * self.shape.in_features * self.shape.out_features * self.shape.count if self.merged else 0.0
 
 
 def _check(r: int, targets: str) -> None:
@@ -81,8 +95,19 @@ def lora_trainable_params(card: ModelCard, r: int, targets: str = "all-linear") 
 
 
 def lora_active_params(card: ModelCard, r: int, targets: str = "all-linear") -> float:
-    """Adapter parameters a single token passes through (for FLOPs)."""
+    """Adapter parameters a single token passes through (for FLOPs); merged targets excluded."""
     return sum(m.active_params for m in adapted_matrices(card, r, targets))
+
+
+def lora_merged_active_weights(card: ModelCard, r: int, targets: str = "all-linear") -> float:
+    """Base weights a token multiplies by whose *merged* (W + B·A) copy requires grad, so
+    backward computes their full weight gradient (the routed top-k experts and the router)."""
+    return sum(m.shape.active_weights for m in adapted_matrices(card, r, targets) if m.merged)
+
+
+def lora_merge_flops(card: ModelCard, r: int, targets: str = "all-linear") -> float:
+    """FLOPs of one forward's B·A merges over all layers (per step, not per token)."""
+    return sum(m.merge_flops for m in adapted_matrices(card, r, targets))
 
 
 def lora_target_modules(card: ModelCard, targets: str = "all-linear") -> str | list[str]:

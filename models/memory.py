@@ -339,7 +339,8 @@ def activation_terms(card: ModelCard, tokens: int, grad_ckpt: bool, method: str 
 
     Without checkpointing every layer keeps its set. With gradient checkpointing (Chen et al.
     2016; transformers checkpoints each decoder layer) each layer keeps only its bf16 input
-    (2·h per token) and one layer's full set exists at a time, while it is recomputed.
+    (2·h per token) and one layer's full set exists at a time, while it is recomputed. LoRA on
+    merged MoE experts adds one layer's transient weight gradient dW' (bf16) to the peak.
     """
     kinds = []  # (layer count, base bytes, lora bytes) per layer kind
     n_moe = card.num_moe_layers
@@ -353,10 +354,16 @@ def activation_terms(card: ModelCard, tokens: int, grad_ckpt: bool, method: str 
             if moe:
                 lora += lora_merged_expert_bytes(card, lora_r, lora_targets)
         kinds.append((n, base, lora))
+    # Backward of a merged (ParamWrapper) layer materialises dW', one more bf16 expert stack,
+    # transiently, one layer at a time.
+    grad_transient = 0.0
+    if method != "full" and n_moe:
+        merged = [a for a in adapted_matrices(card, lora_r, lora_targets) if a.shape.role in ("expert", "router")]
+        grad_transient = sum(2.0 * a.shape.weights for a in merged) / n_moe
     if not grad_ckpt:
-        return sum(n * b for n, b, _ in kinds), sum(n * a for n, _, a in kinds)
+        return sum(n * b for n, b, _ in kinds), sum(n * a for n, _, a in kinds) + grad_transient
     _, base, lora = max(kinds, key=lambda k: k[1] + k[2])
-    return card.num_layers * 2.0 * card.hidden_size * tokens + base, lora
+    return card.num_layers * 2.0 * card.hidden_size * tokens + base, lora + grad_transient
 
 
 @dataclass(frozen=True)
