@@ -259,6 +259,8 @@ def _pct(x: float) -> str:
 def _val(x: float, metric: str) -> str:
     if x is None or not math.isfinite(x):
         return "n/a"
+    if metric.endswith(("_tok_s", "_qps")):  # rates, not durations
+        return f"{x:,.2f}"
     if metric.endswith("_s") or "_s_p" in metric:
         return f"{x * 1e3:,.1f} ms" if x < 10 else f"{x:,.2f} s"
     if metric.endswith("_gib"):
