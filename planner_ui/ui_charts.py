@@ -247,6 +247,28 @@ def kv_and_batch(steps, kv_capacity_blocks: int, max_replicas: int = 8) -> go.Fi
     return style(fig, height=480)
 
 
+def tier_traffic(offload: dict) -> go.Figure:
+    """Per offload tier: bytes written down (evictions) and read back up (prefix hits loaded)."""
+    names = list(offload["tiers"])
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=names, y=[offload["tiers"][n]["bytes_down"] / 1e9 for n in names], name="written down (evicted)",
+                         marker_color=PALETTE[3]))
+    fig.add_trace(go.Bar(x=names, y=[offload["tiers"][n]["bytes_up"] / 1e9 for n in names], name="read back (hits loaded)",
+                         marker_color=PALETTE[2]))
+    fig.update_layout(barmode="group")
+    return style(fig, title="KV offload tier traffic", y="GB", height=320)
+
+
+def spec_tokens_hist(tok_per_step, expected: float, k: int) -> go.Figure:
+    """Tokens emitted per target (verification) step, per request, against the analytic mean
+    (1 − α^(k+1)) / (1 − α) of Leviathan et al. (2023)."""
+    fig = go.Figure(go.Histogram(x=tok_per_step, nbinsx=40, marker_color=PALETTE[0], name="requests"))
+    fig.add_vline(x=expected, line_dash="dash", line_color=PALETTE[4], annotation_text=f"analytic {expected:.2f}")
+    fig.update_xaxes(range=[1, k + 1])
+    return style(fig, title="Speculative decoding: tokens per target step (per request)", x="tokens per target step",
+                 y="requests", height=320)
+
+
 def cdf_by(frame, column: str, by: str, labels: dict, *, name: str, bound_s: float | None) -> go.Figure:
     """Empirical CDFs of one latency column for each group of `by` (e.g. reasoning on / off)."""
     import numpy as np

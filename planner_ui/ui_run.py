@@ -31,6 +31,36 @@ def cluster_cards(cluster: dict, s) -> None:
         ch.card(c[3], "Requests / replica", f"{min(per):,}–{max(per):,}" if per else "—", "routing balance")
 
 
+def offload_block(where, offload: dict) -> None:
+    """Tiered KV offload: where prefix hits came from, what moved, and the prefill time saved."""
+    with where:
+        tiers = [n for n in offload["tiers"]]
+        c = st.columns(3)
+        ch.card(c[0], "Prefix hits in HBM", ch.fmt_pct(offload["hbm_hit_frac"]), "of prompt tokens")
+        ch.card(c[1], "Hits from tiers", ch.fmt_pct(sum(offload[f"{n}_hit_frac"] for n in tiers)),
+                " · ".join(f"{n} {ch.fmt_pct(offload[f'{n}_hit_frac'])}" for n in tiers))
+        ch.card(c[2], "Prefill saved", ch.fmt_s(offload["prefill_saved_s"]),
+                f"{offload['loads']:,} loads · {offload['recompute_decisions']:,} recomputes")
+        st.plotly_chart(ch.tier_traffic(offload), width="stretch", key="run_offload")
+
+
+def spec_block(where, spec: dict, requests, s) -> None:
+    """Speculative decoding: realised tokens per target step against the analytic expectation."""
+    from simulator.speculative import expected_tok_per_step
+
+    with where:
+        done = requests["spec_target_steps"] > 0
+        per_req = requests.loc[done, "output_tok"] / requests.loc[done, "spec_target_steps"]
+        realised = float(requests.loc[done, "output_tok"].sum() / requests.loc[done, "spec_target_steps"].sum())
+        k, alpha = spec["num_draft_tok"], s.speculative.acceptance_rate
+        expected = expected_tok_per_step(alpha, k)
+        c = st.columns(3)
+        ch.card(c[0], "Tokens / target step", f"{realised:.2f}", f"analytic {expected:.2f} (α {alpha:.2f}, k {k})")
+        ch.card(c[1], "Target steps", ch.fmt_int(spec["target_steps"]), f"method {spec['method']}")
+        ch.card(c[2], "Accepted drafts / step", f"{realised - 1:.2f} of {k}", "the +1 is the verifier's own token")
+        st.plotly_chart(ch.spec_tokens_hist(per_req, expected, k), width="stretch", key="run_spec")
+
+
 def render(built: Built) -> None:
     s = ui_calls.need_scenario(built)
     if s is None:
@@ -55,6 +85,16 @@ def render(built: Built) -> None:
     left, right = st.columns(2)
     left.plotly_chart(ch.cdf(result.requests["ttft_s"], name="TTFT", bound_s=s.slo.ttft_p99_s), width="stretch", key="run_ttft")
     right.plotly_chart(ch.cdf(result.requests["tpot_s"], name="TPOT", bound_s=s.slo.tpot_p99_s), width="stretch", key="run_tpot")
+    offload = summary.get("offload")
+    spec = summary.get("speculative")
+    if offload or spec:
+        st.markdown("#### Serving levers")
+        left, right = st.columns(2)
+        if offload:
+            offload_block(left, offload)
+        if spec:
+            spec_block(right if offload else left, spec, result.requests, s)
+
     reasoning = summary.get("reasoning")
     if reasoning:
         st.markdown("#### Reasoning on vs off")

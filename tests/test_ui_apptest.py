@@ -360,3 +360,22 @@ def test_inside_one_run_shows_the_cluster_and_reasoning_split_of_the_cli_summary
     table = at.dataframe[0].value  # reasoning on / off
     assert dict(zip(table["requests"], table["count"])) == {k: v["num_requests"] for k, v in summary["reasoning"].items()}
     assert len(at.get("plotly_chart")) == 4  # KV + batch, TTFT, TPOT, E2E by reasoning
+
+
+def test_inside_one_run_shows_speculation_and_offload_as_the_cli_reports_them(tmp_path):
+    from planner_ui import ui_charts as ch
+    from simulator.speculative import expected_tok_per_step
+
+    s = SMALL.with_changes(**{"speculative.method": "eagle", "offload.enabled": True,
+                              "workload.classes": [{"name": "chat", "prefix": {"num_prefixes": 50, "prefix_tok": 1000, "share_prob": 0.8}}]})
+    path = tmp_path / "levers.yaml"
+    path.write_text(scenario_to_yaml(s))
+    summary = cli_json("simulate", str(path))
+    at = start_with(s, "Inside one run")
+    assert_no_traceback(at)
+    shown = {m.label: (m.value, m.delta) for m in at.metric}
+    assert shown["Target steps"][0] == ch.fmt_int(summary["speculative"]["target_steps"])
+    assert shown["Tokens / target step"][1].startswith(f"analytic {expected_tok_per_step(0.7, 4):.2f}")
+    assert shown["Prefix hits in HBM"][0] == ch.fmt_pct(summary["offload"]["hbm_hit_frac"])
+    assert shown["Prefill saved"][0] == ch.fmt_s(summary["offload"]["prefill_saved_s"])
+    assert len(at.get("plotly_chart")) == 5  # KV + batch, tier traffic, tokens per step, TTFT, TPOT
