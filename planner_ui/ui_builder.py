@@ -20,7 +20,6 @@ from typing import Any
 import streamlit as st
 from pydantic import ValidationError
 
-from models.errors import LifecostError
 from planner_ui import ui_uploads
 from simulator.scenario import ArrivalSpec, Scenario, parse_scenario, scenario_to_yaml
 
