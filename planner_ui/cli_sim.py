@@ -70,6 +70,21 @@ def summary_rows(summary: dict[str, Any]) -> list[tuple[str, Any]]:
         ("step-time model", summary["predictor"]),
         ("wall time s", round(summary["sim_wall_s"], 2)),
     ]
+    if "reasoning" in summary:  # simulator/result.py: latency split by reasoning on/off
+        for label in ("on", "off"):
+            part = summary["reasoning"][label]
+            rows.append((f"reasoning {label}: requests, TPOT / E2E ms p99", f"{part['num_requests']}, {ms(part['tpot_s'], 'p99')} / {ms(part['e2e_s'], 'p99')}"))
+        rows.append(("answer tok/s (output minus thinking)", round(summary["answer_tok_s"], 1)))
+    if "cluster" in summary:  # simulator/cluster.py: many replicas, autoscaling, disaggregation
+        c = summary["cluster"]
+        pools = [("prefill", c["prefill"]), ("decode", c["decode"])] if "prefill" in c else [("replicas", c)]
+        rows.append(("router", c["router"]))
+        for name, pool in pools:
+            util = pool["replica_utilisation"]
+            rows.append((f"{name}: provisioned, utilisation min–max", f"{pool['replicas_provisioned']}, {min(util, default=0):.0%}–{max(util, default=0):.0%}"))
+        rows.append(("GPU-hours provisioned", round(c["gpu_seconds_provisioned"] / 3600.0, 3)))
+        if "kv_transfer_s" in c:
+            rows.append(("KV transfer ms p50 / p99", f"{ms(c['kv_transfer_s'], 'p50')} / {ms(c['kv_transfer_s'], 'p99')}"))
     return rows
 
 

@@ -174,3 +174,33 @@ def test_the_gpu_bound_is_a_real_bound():
 
     assert cluster_gpus(ok) == MAX_CLUSTER_GPUS
     check_cluster(ok, load_model(ok.model.name))
+
+
+def test_the_simulate_command_shows_the_cluster_and_refuses_bad_tp_with_exit_2(tmp_path):
+    """Exit code 2 and a one-line message come from the real `lifecost` entry point."""
+    import typer
+    from typer.testing import CliRunner
+
+    from planner_ui import cli_sim
+
+    app = typer.Typer()
+    cli_sim.register(app)
+
+    @app.callback()
+    def _root() -> None:
+        pass
+
+    good = tmp_path / "c.yaml"
+    good.write_text("model: {name: Llama-3.2-1B}\nengine: {profile: roofline}\nworkload: {num_requests: 100}\n"
+                    "cluster: {replicas: 1, disaggregated: {enabled: true, prefill_replicas: 1, decode_replicas: 2}}\n")
+    out = CliRunner().invoke(app, ["simulate", str(good)])
+    assert out.exit_code == 0, out.output
+    assert "decode: provisioned" in out.output and "KV transfer ms" in out.output and "GPU-hours provisioned" in out.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gpu: {tensor_parallel: 5}\nworkload: {num_requests: 10}\n")
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.run([str(Path(sys.executable).parent / "lifecost"), "simulate", str(bad)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "gpu.tensor_parallel" in proc.stderr and "Traceback" not in proc.stderr
