@@ -346,3 +346,19 @@ def test_random_architectures_match_transformers_and_peft(data, r, targets):
     assert lora_trainable_params(card, r, targets) == sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
     assert params_active(card) <= params_total(card)
     assert math.isfinite(flops_per_token_fwd(card, 100))
+
+
+@given(name=st.sampled_from(list_models()), r=st.integers(1, 256), targets=st.sampled_from(["all-linear", "attention"]))
+def test_lora_size_is_linear_in_rank_and_attention_is_a_subset(name, r, targets):
+    card = load_model(name)
+    assert lora_trainable_params(card, 2 * r, targets) == 2 * lora_trainable_params(card, r, targets)
+    assert lora_trainable_params(card, r, "attention") < lora_trainable_params(card, r, "all-linear")
+
+
+@pytest.mark.parametrize("r,targets,field", [(0, "all-linear", "lora_r"), (8, "mlp", "lora_targets"),
+                                             (True, "attention", "lora_r")])
+def test_bad_lora_arguments_name_their_field(r, targets, field):
+    from models.errors import LifecostError
+
+    with pytest.raises(LifecostError, match=field):
+        lora_trainable_params(load_model("Llama-3.2-1B"), r, targets)
