@@ -216,15 +216,18 @@ def nf4_weight_bytes(card: ModelCard) -> float:
 
     4-bit NF4 (0.5 B) + double-quantized constants: one 8-bit absmax per 64-weight block and one
     fp32 second-level constant per 256 blocks → 1/64 + 4/(64·256) B per weight (the paper's
-    0.127 bits). bitsandbytes quantizes only these matrices; embedding, lm_head (skipped by
-    transformers' bnb integration), routers, norms and biases stay bf16.
+    0.127 bits). transformers' bnb integration (`integrations/bitsandbytes.py`,
+    `replace_with_bnb_linear`) swaps only `nn.Linear` modules, skipping lm_head: attention,
+    dense-MLP and shared-expert matrices become NF4. transformers 5 stores routed MoE experts as
+    fused 3-D parameters, which it does not quantize — they stay bf16, as do the embedding,
+    lm_head, routers, norms and biases. (So QLoRA barely shrinks Mixtral/DeepSeek-V3 today.)
     """
     shapes = linear_shapes(card)
-    qw = sum(s.weights for s in shapes if _quantized(s))
+    nf4 = sum(s.weights for s in shapes if s.role in ("attn", "mlp", "shared_expert"))
     head = 0 if card.tie_word_embeddings else card.vocab_size * card.hidden_size
-    router = sum(s.weights for s in shapes if s.role == "router")
-    rest = embedding_params(card) + head + router + _other_params(card)
-    return qw * (0.5 + 1 / 64 + 4 / (64 * 256)) + 2.0 * rest
+    bf16 = sum(s.weights for s in shapes if s.role in ("router", "expert"))
+    rest = embedding_params(card) + head + bf16 + _other_params(card)
+    return nf4 * (0.5 + 1 / 64 + 4 / (64 * 256)) + 2.0 * rest
 
 
 def optimizer_bytes_per_param(optimizer: str, state_bytes: float = 4.0) -> float:

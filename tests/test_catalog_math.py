@@ -362,3 +362,16 @@ def test_bad_lora_arguments_name_their_field(r, targets, field):
 
     with pytest.raises(LifecostError, match=field):
         lora_trainable_params(load_model("Llama-3.2-1B"), r, targets)
+
+
+def test_qlora_quantizes_only_nn_linear_modules():
+    """transformers' bnb integration swaps nn.Linear only; fused 3-D experts stay bf16."""
+    from models.memory import nf4_weight_bytes
+
+    dense = load_model("Llama-3.1-8B")
+    linear = 32 * (2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 14336)
+    rest = params_total(dense) - linear
+    assert nf4_weight_bytes(dense) == pytest.approx(linear * (0.5 + 1 / 64 + 4 / 16384) + 2 * rest)
+    moe = load_model("Mixtral-8x7B-v0.1")
+    attn = 32 * (2 * 4096 * 4096 + 2 * 4096 * 1024)
+    assert weight_bytes(moe, "bf16") - nf4_weight_bytes(moe) == pytest.approx(attn * (2 - 0.5 - 1 / 64 - 4 / 16384))
