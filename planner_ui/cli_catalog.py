@@ -147,8 +147,10 @@ def fit(
     optimizer: str = typer.Option("adamw", "--optimizer", help="adamw | adamw-8bit | sgd"),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Does MODEL fit on GPU? GiB needed vs available, and the KV tokens left (serving) or the
-    memory breakdown (training with --train).
+    """Does MODEL fit on GPU? GiB needed vs available; KV tokens left, or the training breakdown.
+
+    Serving by default (vLLM-style: weights, activation reserve, KV cache at
+    --gpu-memory-utilization); with --train lora|qlora|full, one fine-tuning step's memory.
 
     Exit code 0: it fits. Exit code 1: it does not fit (the verdict "does not fit: needs X GiB,
     has Y GiB" is still printed). Exit code 2: a bad name or value.
