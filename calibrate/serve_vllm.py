@@ -21,9 +21,12 @@ What is recorded, and from where:
   observing `Scheduler.schedule()`'s `SchedulerOutput` — split into prefill and decode tokens,
   the number of sequences, the KV context they hold, and the wall time of the whole `step()`
   (schedule + forward + sample + output processing: the iteration time the simulator charges),
-  plus `cpu_s`, the process CPU time the step used (all threads). On a busy host the wall time
-  includes waiting for a core and `cpu_s` does not; the record's `host` block gives the load
-  average around the replay so a fit or a report can tell a slow engine from a crowded machine.
+  plus `cpu_s`, the process CPU time the step used (all threads). A diagnostic, not a cleaner
+  step time: on a busy host the wall time includes waiting for a core, but OpenMP workers also
+  spin at barriers while their partner thread waits, so `cpu_s` overstates the work too (seen on
+  a 2-core VM at load 13: 170 ms of CPU for a 21 M-parameter batch-1 decode step). The record's
+  `host` block gives the load average around the replay, so a fit or a report can tell a slow
+  engine from a crowded machine.
   With async scheduling active (`engine_settings.async_scheduling_active`; never on CPU, pass
   `async_scheduling=False` on a GPU) steps are recorded with `step_time_s: null`: one `step()`
   call then overlaps two batches, so its wall time is not one step's.
