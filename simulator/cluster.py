@@ -33,8 +33,7 @@ import numpy as np
 import simpy
 
 from models.errors import LifecostError
-from simulator.engine import ProgressFn, QueueFeed, Recorder, Replica, SimSetup, collect_result, prepare
-from simulator.kv_cache import KVCacheManager
+from simulator.engine import ProgressFn, QueueFeed, Recorder, Replica, SimSetup, collect_result, prepare, replica_kv
 from simulator.result import Result
 from simulator.router import ROUTERS, RouterView
 from simulator.scheduler import RequestState, Scheduler
@@ -125,8 +124,8 @@ class PoolScheduler(Scheduler):
     for a swapped request is taken off the step.
     """
 
-    def __init__(self, requests, output_tok, engine, kv, state, on_finish: Callable[[list[int]], None]):
-        super().__init__(requests, output_tok, engine, kv, state)
+    def __init__(self, requests, output_tok, engine, kv, state, on_finish: Callable[[list[int]], None], **options):
+        super().__init__(requests, output_tok, engine, kv, state, **options)
         self.on_finish = on_finish
         self.transferred: set[int] = set()
 
@@ -193,8 +192,8 @@ class Pool:
         self.replicas: list[Replica] = []
         self.feeds: list[QueueFeed] = []
         for i in range(size):
-            kv = KVCacheManager(setup.kv_blocks, e.block_size_tok, e.enable_prefix_caching)
-            sched = PoolScheduler(setup.requests, output_tok, e, kv, self.state, self._finisher(i))
+            kv, options = replica_kv(setup)  # per-replica KV (with offload tiers) and speculative rates
+            sched = PoolScheduler(setup.requests, output_tok, e, kv, self.state, self._finisher(i), **options)
             rep = Replica(env, sched, setup.predictor, self.recorder, first_id + i, fast_forward=fast_forward)
             feed = QueueFeed(env)
             rep.start(feed, n, progress)

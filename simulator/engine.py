@@ -394,8 +394,10 @@ def prepare(
     return setup
 
 
-def make_replica(env: simpy.Environment, setup: SimSetup, state: RequestState, recorder: Recorder, replica_id: int = 0, *, fast_forward: bool = True) -> Replica:
-    """One replica with its own scheduler and KV cache over the shared request state and recorder."""
+def replica_kv(setup: SimSetup) -> tuple[KVCacheManager, dict]:
+    """A replica's own KV cache (with its offload tiers, when enabled) and the per-replica
+    options its `Scheduler` takes (speculative rates, offload policy) — every replica builder
+    (here, `cluster.Pool`) goes through this, so a feature switch reaches every replica."""
     e = setup.scenario.engine
     kv = KVCacheManager(setup.kv_blocks, e.block_size_tok, e.enable_prefix_caching)
     offload = None
@@ -403,7 +405,13 @@ def make_replica(env: simpy.Environment, setup: SimSetup, state: RequestState, r
         from simulator.offload import KvOffload
 
         offload = kv.offload = KvOffload(*setup.offload_tiers, predictor=setup.predictor, block_size_tok=e.block_size_tok)
-    sched = Scheduler(setup.requests, setup.output_tok, e, kv, state, tok_per_step=setup.spec_tok_per_step, offload=offload)
+    return kv, {"tok_per_step": setup.spec_tok_per_step, "offload": offload}
+
+
+def make_replica(env: simpy.Environment, setup: SimSetup, state: RequestState, recorder: Recorder, replica_id: int = 0, *, fast_forward: bool = True) -> Replica:
+    """One replica with its own scheduler and KV cache over the shared request state and recorder."""
+    kv, options = replica_kv(setup)
+    sched = Scheduler(setup.requests, setup.output_tok, setup.scenario.engine, kv, state, **options)
     return Replica(env, sched, setup.predictor, recorder, replica_id, fast_forward=fast_forward)
 
 
@@ -430,7 +438,7 @@ def collect_result(setup: SimSetup, state: RequestState, recorder: Recorder, rep
     if setup.offload_tiers is not None:
         from simulator.offload import merge_stats
 
-        meta["offload"] = merge_stats([kv.offload.stats() for kv in kvs])
+        meta["offload"] = merge_stats([kv.offload.stats() for kv in kvs if kv.offload is not None])
     if setup.spec_target_steps is not None:
         frame["spec_target_steps"] = setup.spec_target_steps  # verification steps each request took
         meta["speculative"] = {"method": scenario.speculative.method, "num_draft_tok": scenario.speculative.num_draft_tok, "target_steps": int(setup.spec_target_steps.sum())}
