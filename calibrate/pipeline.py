@@ -20,7 +20,6 @@ The same stages run on a GPU and on a CPU-only machine; only the plan's sizes di
 from __future__ import annotations
 
 import json
-import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -329,10 +328,3 @@ def _cpu_name() -> str:
     from calibrate.serve_vllm import cpu_slug
 
     return cpu_slug()
-
-
-def command_line(argv: list[str] | None = None) -> str:
-    """The exact command, for the Profile's `command` field."""
-    args = sys.argv if argv is None else argv
-    prog = "lifecost" if args and Path(args[0]).name in ("lifecost", "__main__.py") else Path(args[0]).name if args else "lifecost"
-    return " ".join([prog] + [shlex.quote(a) for a in args[1:]])

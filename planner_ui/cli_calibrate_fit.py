@@ -82,13 +82,28 @@ def profile_rows(profile) -> list[tuple[str, Any]]:
     return rows
 
 
-def _command() -> str:
-    from calibrate.pipeline import command_line
+def _command(ctx: typer.Context) -> str:
+    """The exact command line for the Profile's `command` field: the real argv when run as the
+    `lifecost` console script, else (e.g. invoked from Python) rebuilt from the parsed options."""
+    import shlex
 
-    return command_line()
+    if sys.argv and Path(sys.argv[0]).name == "lifecost":
+        return " ".join(["lifecost"] + [shlex.quote(a) for a in sys.argv[1:]])
+    words = ["lifecost", "calibrate", ctx.info_name or ""]
+    for p in ctx.command.params:
+        value = ctx.params.get(p.name)
+        if value is None or value == p.default or not p.opts:
+            continue
+        flag = p.opts[0]
+        if isinstance(value, bool):
+            words.append(flag if value else (p.secondary_opts[0] if getattr(p, "secondary_opts", None) else flag))
+        else:
+            words += [flag, shlex.quote(str(value))]
+    return " ".join(words)
 
 
 def fit_cmd(
+    ctx: typer.Context,
     runs: Path = typer.Option(..., "--runs", help="Folder of calibration run logs (*.jsonl) with the probe.json beside them."),
     out: Path = typer.Option(..., "--out", help="Profile JSON to write (e.g. models/profiles/h100-sxm/transformers-cb.json)."),
     model_fit: str = typer.Option(None, "--model-fit", help="Model whose serving bursts are fitted (default: the smallest)."),
@@ -102,7 +117,7 @@ def fit_cmd(
     from models.profile import save_profile
 
     data = load_runs(runs)
-    result = fit_profile(data, command=_command(), serve_fit_model=model_fit, train_fit_model=train_model_fit, progress=_say)
+    result = fit_profile(data, command=_command(ctx), serve_fit_model=model_fit, train_fit_model=train_model_fit, progress=_say)
     path = save_profile(result.profile, out)
     fid = None
     if report:
@@ -143,6 +158,7 @@ def validate_cmd(
 
 
 def all_cmd(
+    ctx: typer.Context,
     out: Path = typer.Option(..., "--out", help="Folder for run logs, probe, Profile and fidelity report (resumable)."),
     model_fit: str = typer.Option(None, "--model-fit", help="Model size to fit on (default: Llama-3.2-1B on a GPU, a tiny Llama on a CPU)."),
     model_heldout: str = typer.Option(None, "--model-heldout", help="Model size held out (default: Llama-3.1-8B / a larger tiny Llama)."),
@@ -163,7 +179,7 @@ def all_cmd(
     from calibrate.pipeline import PipelineConfig, run_all
 
     cfg = PipelineConfig(out=out, model_fit=model_fit, model_heldout=model_heldout, backend=backend, quick=quick, url=url,
-                         heldout_url=heldout_url, skip_train=skip_train, command=_command())
+                         heldout_url=heldout_url, skip_train=skip_train, command=_command(ctx))
     with contextlib.redirect_stdout(sys.stderr):
         res = run_all(cfg, progress=_say)
     if json_out:
