@@ -26,7 +26,9 @@ synchronous load does). Recomputing the same tokens costs the predictor's margin
 of that chunk (`recompute_s`: step time with the chunk − step time without). The scheduler loads
 when the load (with its queue) is faster — that comparison is the break-even, per hit.
 Writes down (evictions) are not charged to the step: vLLM's offloading connector stores on a
-separate CUDA stream, asynchronously with compute; their bytes are counted.
+separate CUDA stream, asynchronously with compute, and PCIe is full duplex (device→host writes do
+not slow host→device loads); their bytes are counted. Loads are the only traffic in their
+direction and each waits inside its step, so the link serves them one after another.
 
 Default bandwidths: host = the GPU card's `host_link_gb_s` (PCIe, per direction), or the
 Profile's measured h2d/d2h when present; NVMe 7 GB/s read, 5 GB/s write (a PCIe Gen4 x4 drive's
@@ -198,18 +200,18 @@ class KvOffload:
         chunk = StepFeatures(prefill_tok=n, prefill_ctx_tok=c + n, prefill_attn_pairs=n * c + n * (n + 1) // 2, num_seqs=1)
         return self.predictor.step_time_s(chunk) - self.predictor.step_time_s(StepFeatures())
 
-    def plan_load(self, pid: int, cached_blocks: int, max_blocks: int, queued_s: float) -> tuple[int, float]:
-        """(blocks to load, seconds) for a hit whose HBM part is `cached_blocks` and that may use up
-        to `max_blocks`: all available lower-tier blocks when loading them (behind `queued_s` of
-        transfers already planned this step) beats recomputing them; else (0, 0)."""
+    def plan_load(self, pid: int, cached_blocks: int, max_blocks: int, queued_s: float) -> tuple[int, bool]:
+        """(blocks to load, declined) for a hit whose HBM part is `cached_blocks` and that may use
+        up to `max_blocks`: all available lower-tier blocks when loading them (behind `queued_s`
+        of transfers already planned this step) beats recomputing them; else 0, and `declined`
+        says lower-tier blocks were there but recomputing is faster (the scheduler counts it in
+        `recomputes` once the request is admitted)."""
         m = min(self.available_blocks(pid), max_blocks - cached_blocks)
         if m <= 0:
-            return 0, 0.0
-        load_s = self.load_time_s(pid, m)
-        if queued_s + load_s < self.recompute_s(cached_blocks * self.bs, m * self.bs):
-            return m, load_s
-        self.recomputes += 1
-        return 0, 0.0
+            return 0, False
+        if queued_s + self.load_time_s(pid, m) < self.recompute_s(cached_blocks * self.bs, m * self.bs):
+            return m, False
+        return 0, True
 
     def record_load(self, pid: int, cached_blocks: int, blocks: int) -> float:
         """Apply a planned load: move the blocks up, count the predicted time saved; returns seconds."""

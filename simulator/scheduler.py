@@ -330,10 +330,10 @@ class Scheduler:
                     hit, c = 0, st.computed_v[rid]
                 else:
                     hit = kv.lookup_prefix(pid, self.ptok_v[rid], total) if pid >= 0 else 0
-                    load = 0
+                    load, declined = 0, False
                     if self.offload is not None and pid >= 0 and hit == kv.cached_blocks(pid):
                         # lower tiers may hold the rest: load it if that beats recomputing it
-                        load, _ = self.offload.plan_load(pid, hit, kv.prefix_cap_blocks(self.ptok_v[rid], total), self._kv_load_s)
+                        load, declined = self.offload.plan_load(pid, hit, kv.prefix_cap_blocks(self.ptok_v[rid], total), self._kv_load_s)
                     c = (hit + load) * bs
                 n = total - c
                 if n > budget:
@@ -350,6 +350,8 @@ class Scheduler:
                 if not swapped_in and load:
                     self._kv_load_s += kv.last_load_s
                     hit += load
+                elif not swapped_in and declined:
+                    self.offload.recomputes += 1
                 if swapped_in:
                     self.swapped.discard(rid)
                     self._swap_in_tok += c
