@@ -9,9 +9,12 @@ all in the record.
 
 Method (per run):
 - the base model is built once per model name with random bf16 weights on the device
-  (`model_build.build_random_model`) and re-wrapped per run: peft `get_peft_model` for LoRA
-  (targets `all-linear` = every nn.Linear but the LM head, as in peft/QLoRA), then `unload()` to
-  get the untouched base back; for full fine-tuning every parameter is trainable;
+  (`model_build.build_random_model`) and re-wrapped per run: peft `get_peft_model` for LoRA,
+  then `unload()` to get the untouched base back; for full fine-tuning every parameter is
+  trainable. The LoRA target set (`all-linear` or `attention`) becomes peft's `target_modules`
+  through `models.lora.lora_target_modules`, the same function the analytic count uses, so
+  `attention` adapts q/k/v/o (every MLA projection on DeepSeek-V3) rather than being handed to
+  peft as a module-name pattern that matches nothing;
 - AdamW (torch, default foreach path) over the trainable parameters; parameters and optimizer
   states in bf16 (pure-bf16 training, no fp32 master copy — say so in the record: the memory fit
   must know);
@@ -25,7 +28,9 @@ Method (per run):
 Every finished run is appended at once to a `RunLog` under its `key`, so a rerun of the same
 sweep skips what is done.
 
-Imports torch, transformers, peft and our stdlib-only modules: runs on the device machine.
+Imports torch, transformers, peft and our stdlib-only modules (`models.catalog`, `models.lora`
+and `models.params` need no pydantic; `tests/test_integration_train_targets.py` holds them to
+it): runs on the device machine, which has no pydantic.
 """
 
 from __future__ import annotations
@@ -43,7 +48,9 @@ import torch
 from calibrate.model_build import build_random_model, load_config_dict, param_count
 from calibrate.power import PowerSampler
 from calibrate.runlog import RunLog
+from models.catalog import card_from_config
 from models.errors import LifecostError
+from models.lora import LORA_TARGETS, lora_target_modules
 
 METHODS = ("lora", "full")
 
@@ -71,6 +78,9 @@ class TrainRun:
                 raise LifecostError(f"must be ≥ 1, got {getattr(self, name)}", field=name)
         if self.method == "lora" and self.lora_r < 1:
             raise LifecostError(f"must be ≥ 1, got {self.lora_r}", field="lora_r")
+        if self.method == "lora" and self.lora_targets not in LORA_TARGETS:
+            raise LifecostError(f"unknown LoRA target set {self.lora_targets!r}", field="lora_targets",
+                                fix="use one of: " + ", ".join(LORA_TARGETS))
 
     @property
     def key(self) -> str:
@@ -138,8 +148,9 @@ class TrainSession:
         if run.method == "lora":
             from peft import LoraConfig, get_peft_model
 
+            card = card_from_config(self.config, name=self.model_name)
             cfg = LoraConfig(r=run.lora_r, lora_alpha=run.lora_r, lora_dropout=0.0,
-                             target_modules=run.lora_targets, task_type="CAUSAL_LM")
+                             target_modules=lora_target_modules(card, run.lora_targets), task_type="CAUSAL_LM")
             model = get_peft_model(self.base, cfg)
             peft_trainable, _ = model.get_nb_trainable_parameters()
             return model, int(peft_trainable)
