@@ -85,6 +85,14 @@ def summary_rows(summary: dict[str, Any]) -> list[tuple[str, Any]]:
         rows.append(("GPU-hours provisioned", round(c["gpu_seconds_provisioned"] / 3600.0, 3)))
         if "kv_transfer_s" in c:
             rows.append(("KV transfer ms p50 / p99", f"{ms(c['kv_transfer_s'], 'p50')} / {ms(c['kv_transfer_s'], 'p99')}"))
+    if "offload" in summary:  # simulator/offload.py: tiered KV offload
+        o = summary["offload"]
+        rows.append(("prefix hit by tier (of prompt tokens)", " / ".join([f"hbm {o['hbm_hit_frac']:.1%}"] + [f"{t} {o[t + '_hit_frac']:.1%}" for t in o["tiers"]])))
+        rows.append(("offload GB up / down", f"{o['bytes_up'] / 1e9:.1f} / {o['bytes_down'] / 1e9:.1f}"))
+        rows.append(("offload loads / recomputed, prefill s saved", f"{o['loads']} / {o['recompute_decisions']}, {o['prefill_saved_s']:.2f}"))
+    if "speculative" in summary:  # simulator/speculative.py
+        sp = summary["speculative"]
+        rows.append(("speculative: method, k, target steps", f"{sp['method']}, {sp['num_draft_tok']}, {sp['target_steps']}"))
     return rows
 
 

@@ -146,3 +146,31 @@ def test_default_bandwidths_come_from_the_host_link_and_nvme_datasheets():
     gpu = load_gpu("H100-SXM")
     assert host.read_gb_s == host.write_gb_s == gpu.host_link_gb_s
     assert (nvme.read_gb_s, nvme.write_gb_s) == (7.0, 5.0)
+
+
+def test_simulate_cli_shows_the_offload_and_speculative_rows_and_refuses_a_bad_tier(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from planner_ui import cli_sim
+
+    app = typer.Typer()
+    cli_sim.register(app)
+
+    @app.callback()
+    def _root() -> None:
+        pass
+
+    good = tmp_path / "s.yaml"
+    good.write_text("engine: {profile: roofline}\noffload: {enabled: true}\nspeculative: {method: ngram}\nworkload: {num_requests: 50}\n")
+    r = CliRunner().invoke(app, ["simulate", str(good)])
+    assert r.exit_code == 0, r.output
+    assert "prefix hit by tier" in r.output and "speculative: method, k" in r.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("offload:\n  enabled: true\n  tiers:\n    - {name: host, capacity_gib: 0.000001}\n")
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([str(Path(sys.executable).parent / "lifecost"), "simulate", str(bad)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "offload.tiers[0].capacity_gib" in done.stderr and "Traceback" not in done.stderr
