@@ -319,13 +319,15 @@ def vllm_step_features(s: dict[str, Any]) -> StepFeatures:
 
     The record has Σ over prefill chunks of p·(c + p) (`prefill_ctx_tok2`) and the total context
     of all scheduled sequences. Causal prefill pairs are Σ (p·c + p(p+1)/2) = Σ p·(c+p) − Σ p(p−1)/2:
-    exact for one prefill chunk; for k > 1 chunks Σ p² is taken as P²/k (equal chunks — the
-    scheduler gives every waiting prompt the same treatment). Only the sum of decode and prefill
+    exact with the record's Σ p² (`prefill_sq_tok2`) or for one chunk; for k > 1 chunks in older
+    records Σ p² is taken as P²/k (equal chunks). Only the sum of decode and prefill
     context enters the step time, so the split between them needs no estimate.
     """
     p_tok, d_tok = int(s["num_prefill_tok"]), int(s["num_decode_tok"])
     k = int(s.get("num_prefill_seqs") or (1 if p_tok else 0))
-    sum_p2 = p_tok * p_tok / k if k else 0.0
+    sum_p2 = s.get("prefill_sq_tok2")  # Σ p² when the backend records it (exact pairs)
+    if sum_p2 is None:
+        sum_p2 = p_tok * p_tok / k if k else 0.0
     pairs = int(round(s.get("prefill_ctx_tok2", 0) - (sum_p2 - p_tok) / 2)) if p_tok else 0
     prefill_ctx = int(round(s.get("prefill_ctx_tok2", 0) / p_tok * k)) if p_tok else 0
     ctx = int(s["context_tok"])

@@ -115,6 +115,10 @@ def test_vllm_step_records_map_to_the_schedulers_features():
     assert (f.prefill_tok, f.decode_tok, f.num_seqs) == (100, 3, 4)
     assert f.prefill_attn_pairs == 100 * 28 + 100 * 101 // 2
     assert f.decode_ctx_tok + f.prefill_ctx_tok == 308 and f.prefill_ctx_tok == 128
+    # two chunks (60 after 0 cached, 40 after 10) with Σ p² recorded: pairs are exact
+    two = {"num_prefill_tok": 100, "num_decode_tok": 0, "num_seqs": 2, "num_prefill_seqs": 2, "context_tok": 110,
+           "prefill_ctx_tok2": 60 * 60 + 40 * 50, "prefill_sq_tok2": 60 * 60 + 40 * 40}
+    assert vllm_step_features(two).prefill_attn_pairs == (60 * 61 // 2) + (40 * 10 + 40 * 41 // 2)
 
 
 def burst_record(pred: FittedPredictor, n: int, prompt: int, out: int, budget: int = 8192) -> dict:
