@@ -405,7 +405,9 @@ def replica_kv(setup: SimSetup) -> tuple[KVCacheManager, dict]:
         from simulator.offload import KvOffload
 
         offload = kv.offload = KvOffload(*setup.offload_tiers, predictor=setup.predictor, block_size_tok=e.block_size_tok)
-    return kv, {"tok_per_step": setup.spec_tok_per_step, "offload": offload}
+    sp = setup.scenario.speculative
+    budget_tok = sp.num_draft_tok + 1 if setup.spec_tok_per_step is not None else 1
+    return kv, {"tok_per_step": setup.spec_tok_per_step, "decode_budget_tok": budget_tok, "offload": offload}
 
 
 def make_replica(env: simpy.Environment, setup: SimSetup, state: RequestState, recorder: Recorder, replica_id: int = 0, *, fast_forward: bool = True) -> Replica:

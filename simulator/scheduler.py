@@ -107,12 +107,15 @@ def check_engine(engine) -> None:
 class Scheduler:
     """One replica's scheduler over a shared `RequestState` and its own `KVCacheManager`."""
 
-    def __init__(self, requests, output_tok: np.ndarray, engine, kv: KVCacheManager, state: RequestState, *, tok_per_step: np.ndarray | None = None, offload=None):
+    def __init__(self, requests, output_tok: np.ndarray, engine, kv: KVCacheManager, state: RequestState, *, tok_per_step: np.ndarray | None = None, decode_budget_tok: int = 1, offload=None):
         check_engine(engine)
         # speculative decoding: each request's tokens per target step (simulator/speculative.py);
         # the decoding set's sum goes to the predictor (`StepFeatures.spec_tok_per_step`)
         self._rate = None if tok_per_step is None else np.ascontiguousarray(tok_per_step, np.float64).data
         self.spec_rate_sum = 0.0
+        # token budget a decoding sequence takes per step: 1, or k+1 when its step verifies k drafts
+        # (vLLM v1 schedules the draft tokens inside max_num_batched_tokens)
+        self.decode_budget_tok = decode_budget_tok
         self.offload = offload  # tiered KV offload policy (simulator/offload.py) or None
         self.kv = kv
         self.st = state
@@ -285,7 +288,7 @@ class Scheduler:
             if not kv.allocate_blocks(self.block_phase[self.T % bs]):
                 self._preempt_for_decodes(preempted)
         self._decode_allocated = True
-        budget = self.max_tokens - self.num_decode
+        budget = self.max_tokens - self.num_decode * self.decode_budget_tok
         chunks: list[tuple[int, int, int]] = []
 
         # 2. running requests part-way through their prefill (or recompute)
@@ -302,7 +305,7 @@ class Scheduler:
                     budget += scheduled[victim]
                     chunks = [ch for ch in chunks if ch[0] != victim]
                 elif st.phase_v[victim] == DECODE:
-                    budget += 1
+                    budget += self.decode_budget_tok
                 self._preempt(victim)
                 preempted.append(victim)
                 if victim == rid:

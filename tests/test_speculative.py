@@ -126,3 +126,16 @@ def test_out_of_range_k_and_alpha_are_refused_with_the_field(text, field):
     with pytest.raises(LifecostError) as e:
         parse_scenario(text)
     assert field in str(e.value)
+
+
+def test_verification_tokens_share_the_step_token_budget():
+    k, budget = 4, 160
+    s = _scenario(64, "ngram", 0.7, k).with_changes(**{"engine.max_num_batched_tokens": budget})
+    res = simulate(s, num_requests=200, rate_qps=80, seed=1)
+    st_ = res.steps
+    used = st_["prefill_tok"] + st_["decode_tok"] * (k + 1)
+    assert ((st_["prefill_tok"] == 0) | (used <= budget)).all()
+    assert (st_["prefill_tok"] > 0).any()
+    # admission needs budget left after the verifications, so the decode batch stays below budget / (k+1)
+    assert st_["decode_tok"].max() <= budget // (k + 1) + 1 < 64
+    assert (res.requests["generated_tok"] == res.requests["output_tok"]).all()
