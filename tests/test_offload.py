@@ -174,3 +174,13 @@ def test_simulate_cli_shows_the_offload_and_speculative_rows_and_refuses_a_bad_t
 
     done = subprocess.run([str(Path(sys.executable).parent / "lifecost"), "simulate", str(bad)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "offload.tiers[0].capacity_gib" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_profiles_measured_host_link_overrides_the_datasheet_for_the_host_tier():
+    from models.profile import load_profile
+
+    s = _scenario(True).with_changes(**{"engine.profile": "H100-SXM/transformers-cb"})
+    ceil = load_profile("H100-SXM/transformers-cb").ceilings
+    host, nvme = prepare(s, sessions(n_sessions=1, turns=1)).offload_tiers[0]
+    assert (host.read_gb_s, host.write_gb_s) == (ceil.h2d_gb_s, ceil.d2h_gb_s)
+    assert nvme.read_gb_s == 7.0  # below the measured PCIe rate: the drive is the bottleneck
