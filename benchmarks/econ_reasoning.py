@@ -6,8 +6,8 @@ Chat traffic on Llama-3.1-8B / H100-SXM: prompts lognormal (mean 600), answers l
 (mean 250); a request with reasoning on first thinks for a lognormal 2,000 tokens (σ 0.8),
 capped at a 4,096-token thinking budget (budget forcing). The SLO is TTFT ≤ 1 s and TPOT ≤ 60 ms
 for 99 % of requests. For each share of reasoning traffic it prints the replicas (= GPUs, TP 1)
-`simulator.capacity.replicas_needed` finds for the peak rate (verified by fleet simulation: N
-meets the SLO, N − 1 does not), the cost per hour at the scenario's on-demand price, $ per 1M
+`simulator.capacity.replicas_needed` finds for the peak rate (verified by simulating the whole
+fleet behind a least-outstanding-tokens router: N meets the SLO, N − 1 does not), the cost per hour at the scenario's on-demand price, $ per 1M
 answer tokens (thinking tokens are paid for but are not the answer) and $ per 1M output tokens,
 then the verified fleet's latency split by reasoning on/off (from a routed cluster simulation).
 """
@@ -49,7 +49,7 @@ def main() -> None:
     for share in SHARES:
         t0 = time.perf_counter()
         s = scenario(share)
-        answer = replicas_needed(s, args.peak_qps, num_requests=args.requests)
+        answer = replicas_needed(s, args.peak_qps, num_requests=args.requests, router=s.cluster.router)
         reqs = generate_requests(s.workload, seed=s.seed, num_requests=20_000, max_model_len_tok=s.engine.max_model_len_tok)
         think = float(reqs.thinking_tok.mean())
         ans = float((reqs.output_tok - reqs.thinking_tok).mean())

@@ -345,11 +345,14 @@ def _simulate_share(job: tuple[Scenario, Any]) -> pd.DataFrame:
     return simulate_requests_frame(scenario, requests=requests)
 
 
-def fleet_check(scenario: Scenario, peak_qps: float, n_replicas: int, *, num_requests: int | None = None, executor: Executor | None = None) -> SloCheck:
+def fleet_check(scenario: Scenario, peak_qps: float, n_replicas: int, *, num_requests: int | None = None, executor: Executor | None = None, router: str | None = None) -> SloCheck:
     """Simulate N replicas behind a uniformly random router at `peak_qps` and pool the requests.
 
     The peak stream has N × `num_requests` requests (each replica sees about `num_requests`);
     the router's choice is seeded from the scenario's seed, independently of the stream.
+    With `router` (a `simulator.router.ROUTERS` name) the whole fleet is instead simulated as
+    one routed cluster (`simulator/cluster.py`; N prefill + decode groups when disaggregated),
+    so a load-aware router's better balance counts; one process, no executor.
     """
     from simulator.workload import generate_requests
 
@@ -361,6 +364,14 @@ def fleet_check(scenario: Scenario, peak_qps: float, n_replicas: int, *, num_req
         rate_qps=peak_qps,
         max_model_len_tok=scenario.engine.max_model_len_tok,
     )
+    if router is not None:
+        from simulator.engine import simulate
+
+        steady = at_steady_rate(scenario)
+        d = steady.cluster.disaggregated
+        size = {"cluster.disaggregated.prefill_replicas": d.prefill_replicas * n_replicas, "cluster.disaggregated.decode_replicas": d.decode_replicas * n_replicas} if d.enabled else {"cluster.replicas": n_replicas}
+        fleet = steady.with_changes(**{"cluster.router": router}, **size)
+        return check_slo(_request_frame(simulate(fleet, stream)), scenario.slo, rate_qps=peak_qps, n_replicas=n_replicas)
     route = np.random.default_rng(np.random.SeedSequence([scenario.seed, 0x524F555445])).integers(0, n_replicas, size=len(stream))
     jobs = [(scenario, _subset(stream, route == r)) for r in range(n_replicas) if np.any(route == r)]
     executor = executor or LocalExecutor(1)
@@ -410,6 +421,7 @@ def replicas_needed(
     max_rate: float | None = None,
     saturation: float | None = None,
     max_fleet_sims: int = 8,
+    router: str | None = None,
 ) -> ReplicaAnswer:
     """Fewest replicas meeting the SLO at `peak_qps`.
 
@@ -426,7 +438,8 @@ def replicas_needed(
     Near the boundary the fleet (N × the requests of one probe) can disagree with the split-
     stream estimate by a replica; it then wins, since it simulates more requests. At most
     `max_fleet_sims` fleets are simulated; if none meets, N stays the split-stream answer and
-    `verified` is False.
+    `verified` is False. `router` verifies with the whole fleet behind that router instead of
+    random splitting (`fleet_check`).
     """
     if not peak_qps > 0:
         raise LifecostError(f"must be > 0, got {peak_qps}", field="--peak-qps")
@@ -449,7 +462,7 @@ def replicas_needed(
         if n not in fleet:
             if len(fleet) >= max_fleet_sims:
                 return None
-            fleet[n] = fleet_check(scenario, peak_qps, n, num_requests=num_requests, executor=executor)
+            fleet[n] = fleet_check(scenario, peak_qps, n, num_requests=num_requests, executor=executor, router=router)
         return answer.fleet_meets(fleet[n], n)
 
     start = max(1, int(hint or estimate))

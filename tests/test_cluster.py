@@ -204,3 +204,16 @@ def test_the_simulate_command_shows_the_cluster_and_refuses_bad_tp_with_exit_2(t
 
     proc = subprocess.run([str(Path(sys.executable).parent / "lifecost"), "simulate", str(bad)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "gpu.tensor_parallel" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_capacity_can_verify_replicas_with_the_routed_cluster():
+    from simulator.capacity import fleet_check, replicas_needed
+
+    s = Scenario.model_validate({"model": {"name": "Llama-3.1-8B"}, "engine": {"profile": "roofline", "max_num_seqs": 32},
+                                 "slo": {"ttft_p99_s": 0.5, "tpot_p99_s": 0.05}, "cluster": {"replicas": 7}})
+    split = replicas_needed(s, 30.0, num_requests=300)
+    routed = replicas_needed(s, 30.0, num_requests=300, router="least_outstanding_tokens")
+    assert routed.verified and routed.replicas >= 2
+    assert routed.replicas <= split.replicas  # a load-aware router never needs more than random splitting here
+    below = fleet_check(s, 30.0, routed.replicas - 1, num_requests=300, router="least_outstanding_tokens")
+    assert not below.meets
