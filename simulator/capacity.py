@@ -627,7 +627,10 @@ def memory_verdict(scenario: Scenario) -> tuple[bool, str]:
         return False, f"does not fit: needs {plan.needed_gib:.1f} GiB/GPU, {plan.usable_gib:.1f} GiB usable"
     from simulator.predictor import make_predictor
 
-    try:  # a configuration the step-time model cannot run (e.g. TP without NVLink) is pruned too
+    try:  # a configuration the step-time model cannot run (e.g. TP without NVLink, KV heads that TP cannot shard) is pruned too
+        from simulator.cluster import check_tensor_parallel
+
+        check_tensor_parallel(load_model(scenario.model.name), scenario.gpu.tensor_parallel)
         make_predictor(scenario)
     except LifecostError as err:
         if err.field in ("gpu.tensor_parallel", "model.quant"):

@@ -217,3 +217,10 @@ def test_capacity_can_verify_replicas_with_the_routed_cluster():
     assert routed.replicas <= split.replicas  # a load-aware router never needs more than random splitting here
     below = fleet_check(s, 30.0, routed.replicas - 1, num_requests=300, router="least_outstanding_tokens")
     assert not below.meets
+
+
+def test_capacity_search_prunes_a_tp_that_cannot_shard_the_kv_heads():
+    from simulator.capacity import memory_verdict
+
+    fits, why = memory_verdict(Scenario.model_validate({"model": {"name": "Qwen2.5-7B"}, "gpu": {"tensor_parallel": 7}}))
+    assert not fits and "KV heads" in why
