@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.errors import LifecostError
-from simulator.engine import Recorder, make_replica, prepare, simulate
+from simulator.engine import Recorder, SortedFeed, make_replica, prepare, simulate
 from simulator.offload import KvOffload, TierConfig
 from simulator.scenario import Scenario, parse_scenario
 from simulator.scheduler import RequestState
@@ -117,7 +117,7 @@ def test_kv_is_conserved_across_tiers_at_every_event_with_every_switch_on(setup_
     state, rec = RequestState(n), Recorder(n)
     replica = make_replica(env, setup, state, rec)
     kv, off = replica.scheduler.kv, replica.scheduler.offload
-    replica.start(__import__("simulator.engine", fromlist=["SortedFeed"]).SortedFeed(reqs.arrival_s), n)
+    replica.start(SortedFeed(reqs.arrival_s), n)
     while env.peek() != math.inf:
         env.step()
         kv.check()
