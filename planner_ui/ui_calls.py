@@ -207,11 +207,12 @@ def lifetime(digest: str, _scenario: Scenario):
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def capacity_answer(digest: str, _scenario: Scenario, peak_qps: float):
-    """The capacity search for the scenario's own configuration (`lifecost capacity --json`)."""
+def capacity_answer(digest: str, _scenario: Scenario, peak_qps: float, search_spec: str = ""):
+    """The capacity search (`lifecost capacity SCENARIO.yaml --peak-qps X --search SPEC --json`):
+    the scenario's own configuration, or the cheapest over the dimensions named in `search_spec`."""
     from simulator.capacity import parse_search, search
 
-    return search(_scenario, peak_qps, parse_search("", _scenario))
+    return search(_scenario, peak_qps, parse_search(search_spec, _scenario))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -232,9 +233,9 @@ def replicas_at(digest: str, _scenario: Scenario, peak_qps: float, max_rate_qps:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def report_files(digest: str, _scenario: Scenario, peak_qps: float) -> tuple[str, str]:
+def report_files(digest: str, _scenario: Scenario, peak_qps: float, search_spec: str = "") -> tuple[str, str]:
     """The capacity report (`lifecost report -o report.html|md`) as (HTML, Markdown) text."""
     from planner_ui.report import build_report, to_html, to_markdown
 
-    rep = build_report(_scenario, peak_qps=peak_qps)
+    rep = build_report(_scenario, peak_qps=peak_qps, search_spec=search_spec)
     return to_html(rep), to_markdown(rep)

@@ -33,15 +33,20 @@ def render(built: Built) -> None:
     if s.slo.ttft_p99_s is None and s.slo.tpot_p99_s is None and s.slo.e2e_p99_s is None:
         ui_calls.report_message("slo: no latency bound is set — set a p99 TTFT, TPOT or E2E bound", "slo", built)
         return
-    top = st.columns([1, 3])
+    from simulator.capacity import SEARCH_DIMENSIONS
+
+    top = st.columns([1, 2])
     peak = top[0].number_input("Peak rate (req/s)", min_value=0.01, value=round(default_peak_qps(s), 2), step=1.0,
                                key=f"cap.peak_qps.{s.digest()}", help="Default: the horizon's first-month peak "
                                "(requests/day ÷ 86,400 × peak-to-mean)")
-    top[1].markdown(f"<br/>Searching {s.gpu.name} × TP {s.gpu.tensor_parallel}, max_num_seqs {s.engine.max_num_seqs}, "
-                    f"{s.model.quant} weights · `lifecost capacity SCENARIO.yaml --peak-qps {peak:g} --json`", unsafe_allow_html=True)
+    dims = top[1].multiselect("Also search over", list(SEARCH_DIMENSIONS), key="cap.search",
+                              help="Empty: only the sidebar's configuration. Each dimension tries its standard values "
+                                   "(`lifecost capacity --search`); the cheapest configuration meeting the SLO wins.")
+    spec = ",".join(dims)
+    st.caption(f"`lifecost capacity SCENARIO.yaml --peak-qps {peak:g}{f' --search {spec}' if spec else ''} --json`")
 
     bar = st.progress(0.0, text="Capacity search…")
-    answer = ui_calls.call(ui_calls.capacity_answer, s.digest(), s, float(peak), built=built)
+    answer = ui_calls.call(ui_calls.capacity_answer, s.digest(), s, float(peak), spec, built=built)
     if answer is None:
         bar.empty()
         return
@@ -52,9 +57,12 @@ def render(built: Built) -> None:
                                 f"{', '.join(f'{k}={v}' for k, v in answer.config.items())}: {answer.miss}",
                                 "model" if memory else "slo", built)
         return
+    chosen = answer.scenario
+    if spec:
+        st.success("Cheapest configuration meeting the SLO: " + ", ".join(f"**{k}** = {v}" for k, v in answer.config.items()))
     c = st.columns(6)
     ch.card(c[0], "Replicas", ch.fmt_int(answer.replicas), f"{answer.gpus_per_replica} GPU(s) each")
-    ch.card(c[1], "GPUs", ch.fmt_int(answer.total_gpus), s.gpu.name)
+    ch.card(c[1], "GPUs", ch.fmt_int(answer.total_gpus), chosen.gpu.name)
     ch.card(c[2], "Capacity / replica", ch.fmt_qps(answer.max_qps_per_replica), "within the SLO")
     ch.card(c[3], "$ / hour", ch.fmt_usd(answer.usd_per_hour), f"{ch.fmt_usd(answer.usd_per_gpu_hour)} per GPU-hour")
     ch.card(c[4], "$ / month", ch.fmt_usd(answer.usd_per_hour * 730.0), "730 h")
@@ -62,7 +70,7 @@ def render(built: Built) -> None:
                 ok=answer.verified)
 
     bar.progress(0.4, text="Headroom curve…")
-    curve = ui_calls.call(ui_calls.headroom, s.digest(), answer.scenario, answer.replicas, float(peak), built=built)
+    curve = ui_calls.call(ui_calls.headroom, chosen.digest(), chosen, answer.replicas, float(peak), built=built)
     if curve is not None:
         st.markdown(f"#### Headroom with {answer.replicas} replica(s)")
         st.plotly_chart(ch.headroom_chart(curve, answer.slo, peak), width="stretch", key="cap_headroom")
@@ -72,7 +80,7 @@ def render(built: Built) -> None:
         bar.progress(0.6 + 0.4 * i / len(RATE_FRACTIONS), text=f"Replicas needed at {f:g}× the peak…")
         rate = peak * f
         n = answer.replicas if f == 1.0 else \
-            ui_calls.call(ui_calls.replicas_at, s.digest(), answer.scenario, float(rate), answer.max_qps_per_replica, built=built)
+            ui_calls.call(ui_calls.replicas_at, chosen.digest(), chosen, float(rate), answer.max_qps_per_replica, built=built)
         if n is not None:
             rows.append({"peak_qps": rate, "replicas": n, "gpus": n * answer.gpus_per_replica})
     bar.empty()
@@ -90,11 +98,21 @@ def render(built: Built) -> None:
             "e2e_p99_s": st.column_config.NumberColumn("p99 E2E (s)", format="%.2f"),
         })
 
+    if spec:
+        from simulator.capacity import candidates_summary
+
+        with st.expander(f"Configurations searched ({len(answer.candidates)})", expanded=True):
+            st.dataframe(candidates_summary(answer.candidates), hide_index=True, width="stretch", column_config={
+                "ceiling_qps": st.column_config.NumberColumn("ceiling (req/s)", format="%.1f"),
+                "max_qps_per_replica": st.column_config.NumberColumn("max req/s per replica", format="%.2f"),
+                "usd_per_hour": st.column_config.NumberColumn("$ / hour", format="$%.2f")})
+
     st.subheader("Capacity report")
+    report_key = f"cap.report.{s.digest()}.{peak:g}.{spec}"
     if st.button("Build the report (HTML + Markdown)", icon=":material/description:", key="cap_build_report"):
-        st.session_state[f"cap.report.{s.digest()}.{peak:g}"] = True
-    if st.session_state.get(f"cap.report.{s.digest()}.{peak:g}"):
-        files = ui_calls.call(ui_calls.report_files, s.digest(), s, float(peak), built=built, status="Building the capacity report…")
+        st.session_state[report_key] = True
+    if st.session_state.get(report_key):
+        files = ui_calls.call(ui_calls.report_files, s.digest(), s, float(peak), spec, built=built, status="Building the capacity report…")
         if files is not None:
             html, md = files
             d1, d2 = st.columns(2)

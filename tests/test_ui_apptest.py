@@ -379,3 +379,20 @@ def test_inside_one_run_shows_speculation_and_offload_as_the_cli_reports_them(tm
     assert shown["Prefix hits in HBM"][0] == ch.fmt_pct(summary["offload"]["hbm_hit_frac"])
     assert shown["Prefill saved"][0] == ch.fmt_s(summary["offload"]["prefill_saved_s"])
     assert len(at.get("plotly_chart")) == 5  # KV + batch, tier traffic, tokens per step, TTFT, TPOT
+
+
+def test_capacity_search_over_tensor_parallelism_equals_the_cli(tmp_path):
+    from planner_ui import ui_charts as ch
+
+    path = tmp_path / "small.yaml"
+    path.write_text(scenario_to_yaml(SMALL))
+    at = start_with(SMALL, "Capacity")
+    at.multiselect(key="cap.search").set_value(["tp"]).run()
+    assert_no_traceback(at)
+    peak = at.number_input(key=f"cap.peak_qps.{SMALL.digest()}").value
+    cap = cli_json("capacity", str(path), "--peak-qps", str(peak), "--search", "tp", "--workers", "1", "--no-headroom")
+    shown = cards(at)
+    assert shown["GPUs"] == ch.fmt_int(cap["total_gpus"])
+    assert shown["$ / hour"] == ch.fmt_usd(cap["usd_per_hour"])
+    assert any(f"gpu.tensor_parallel** = {cap['config']['gpu.tensor_parallel']}" in x.value for x in at.success)
+    assert len(at.dataframe[-1].value) == 4  # TP 1, 2, 4, 8 in the configurations table
