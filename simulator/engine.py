@@ -443,7 +443,14 @@ def collect_result(setup: SimSetup, state: RequestState, recorder: Recorder, rep
         meta["offload"] = merge_stats([kv.offload.stats() for kv in kvs if kv.offload is not None])
     if setup.spec_target_steps is not None:
         frame["spec_target_steps"] = setup.spec_target_steps  # verification steps each request took
-        meta["speculative"] = {"method": scenario.speculative.method, "num_draft_tok": scenario.speculative.num_draft_tok, "target_steps": int(setup.spec_target_steps.sum())}
+        steps_total = int(setup.spec_target_steps.sum())
+        meta["speculative"] = {
+            "method": scenario.speculative.method,
+            "num_draft_tok": scenario.speculative.num_draft_tok,
+            "target_steps": steps_total,
+            # decode tokens per verification step, all requests together (E[X] when α is uniform)
+            "tok_per_target_step": float((setup.output_tok - 1).sum()) / steps_total if steps_total else float("nan"),
+        }
     steps = recorder.steps_frame()
     meta["sim_wall_s"] = time.perf_counter() - setup.t0
     return Result(frame, steps, meta)

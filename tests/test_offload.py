@@ -184,3 +184,14 @@ def test_a_profiles_measured_host_link_overrides_the_datasheet_for_the_host_tier
     host, nvme = prepare(s, sessions(n_sessions=1, turns=1)).offload_tiers[0]
     assert (host.read_gb_s, host.write_gb_s) == (ceil.h2d_gb_s, ceil.d2h_gb_s)
     assert nvme.read_gb_s == 7.0  # below the measured PCIe rate: the drive is the bottleneck
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(offload_setups())
+def test_fast_forward_runs_match_step_by_step_with_offload_and_speculation_on(setup_args):
+    scenario, reqs, kv_blocks = setup_args
+    fast = simulate(scenario, reqs, kv_blocks=kv_blocks)
+    slow = simulate(scenario, reqs, kv_blocks=kv_blocks, fast_forward=False)
+    for col in ("ttft_s", "finish_s"):
+        np.testing.assert_allclose(fast.requests[col], slow.requests[col], rtol=1e-9, atol=1e-12)
+    assert fast.meta["offload"]["loads"] == slow.meta["offload"]["loads"]

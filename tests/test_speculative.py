@@ -139,3 +139,9 @@ def test_verification_tokens_share_the_step_token_budget():
     # admission needs budget left after the verifications, so the decode batch stays below budget / (k+1)
     assert st_["decode_tok"].max() <= budget // (k + 1) + 1 < 64
     assert (res.requests["generated_tok"] == res.requests["output_tok"]).all()
+
+
+def test_the_summary_reports_tokens_per_verification_step_near_the_expectation():
+    s = _scenario(16, "ngram", 0.8, 3)
+    sp = simulate(s, _requests(64), seed=9).summary()["speculative"]
+    assert sp["tok_per_target_step"] == pytest.approx(expected_tok_per_step(0.8, 3), rel=0.03)
