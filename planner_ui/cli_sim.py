@@ -92,7 +92,7 @@ def summary_rows(summary: dict[str, Any]) -> list[tuple[str, Any]]:
         rows.append(("offload loads / recomputed, prefill s saved", f"{o['loads']} / {o['recompute_decisions']}, {o['prefill_saved_s']:.2f}"))
     if "speculative" in summary:  # simulator/speculative.py
         sp = summary["speculative"]
-        rows.append(("speculative: method, k, target steps", f"{sp['method']}, {sp['num_draft_tok']}, {sp['target_steps']}"))
+        rows.append(("speculative: method, k, tokens per target step", f"{sp['method']}, {sp['num_draft_tok']}, {sp['tok_per_target_step']:.2f}"))
     return rows
 
 
