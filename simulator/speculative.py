@@ -104,6 +104,12 @@ def check_speculative(scenario, card) -> None:
         from models.params import params_total
 
         draft = load_model(sp.draft_model)
+        if draft.vocab_size != card.vocab_size:
+            raise LifecostError(
+                f"draft model {draft.name} has a {draft.vocab_size}-token vocabulary, the target {card.name} {card.vocab_size}: drafts must share the target's tokenizer",
+                field="speculative.draft_model",
+                fix="use a draft from the target's family (e.g. Llama-3.2-1B for Llama-3.1-8B), or method: eagle / ngram",
+            )
         if params_total(draft) >= params_total(card):
             raise LifecostError(
                 f"draft model {draft.name} ({params_total(draft) / 1e9:.1f}B) is not smaller than the target {card.name} ({params_total(card) / 1e9:.1f}B)",

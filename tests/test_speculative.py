@@ -111,10 +111,12 @@ def test_a_draft_model_takes_its_memory_from_the_kv_cache():
     [
         ({"method": "draft"}, "speculative.draft_model"),
         ({"method": "draft", "draft_model": "Llama-3.1-70B"}, "speculative.draft_model"),
+        ({"method": "draft", "draft_model": "Llama-3.2-1B"}, "speculative.draft_model"),  # target below is Qwen: another tokenizer
     ],
 )
 def test_nonsense_speculative_configs_are_refused_naming_the_field(spec, field):
-    s = Scenario.model_validate({"speculative": spec})
+    target = "Qwen2.5-7B" if spec.get("draft_model") == "Llama-3.2-1B" else "Llama-3.1-8B"
+    s = Scenario.model_validate({"model": {"name": target}, "speculative": spec})
     with pytest.raises(LifecostError) as e:
         prepare(s, _requests(2))
     assert field in str(e.value)
