@@ -35,6 +35,8 @@ Conventions (one multiply-add = 2 FLOPs):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from models.catalog import ModelCard
 from models.errors import LifecostError
 from models.lora import lora_active_params, lora_merge_flops, lora_merged_active_weights
@@ -78,6 +80,71 @@ def flops_per_token_fwd(card: ModelCard, context_tok: float = 0) -> float:
     return linear_flops_per_token(card) + attn_flops_per_token(card, context_tok)
 
 
+@dataclass(frozen=True)
+class TrainFlops:
+    """The terms of `train_flops_per_token`'s rule for one configuration, so that a report can
+    show the arithmetic from the very numbers the total is made of (one formula, not two).
+
+    `matmul_params` N, `attn_fwd_flops` A, `adapter_params` Nₐ, `merged_weights` N_m and
+    `merge_flops_per_tok` M/T as defined in `train_flops_per_token`; the last three are 0 for a
+    full fine-tune, the last two 0 for dense models.
+    """
+
+    method: str
+    grad_ckpt: bool
+    matmul_params: float
+    attn_fwd_flops: float
+    adapter_params: float = 0.0
+    merged_weights: float = 0.0
+    merge_flops_per_tok: float = 0.0
+
+    @property
+    def forward(self) -> float:
+        """One forward pass: 2N + A (+ 2Nₐ + M/T for LoRA)."""
+        if self.method == "full":
+            return 2 * self.matmul_params + self.attn_fwd_flops
+        return 2 * self.matmul_params + self.attn_fwd_flops + 2 * self.adapter_params + self.merge_flops_per_tok
+
+    @property
+    def backward(self) -> float:
+        """Activation grads 2N + 2A, weight grads 2N (full) or 4Nₐ + 2N_m + 2M/T (LoRA)."""
+        if self.method == "full":
+            return 4 * self.matmul_params + 2 * self.attn_fwd_flops
+        return (2 * self.matmul_params + 2 * self.attn_fwd_flops + 4 * self.adapter_params
+                + 2 * self.merged_weights + 2 * self.merge_flops_per_tok)
+
+    @property
+    def recompute(self) -> float:
+        """Gradient checkpointing re-runs the forward once (Chen et al. 2016)."""
+        return self.forward if self.grad_ckpt else 0.0
+
+    @property
+    def total(self) -> float:
+        return self.forward + self.backward + self.recompute
+
+
+def train_flop_terms(card: ModelCard, method: str, seq_len_tok: int, grad_ckpt: bool,
+                     lora_r: int = 16, lora_targets: str = "all-linear", micro_batch: int = 1) -> TrainFlops:
+    """The terms of `train_flops_per_token` (validated the same way)."""
+    if method not in TRAIN_METHODS:
+        raise LifecostError(f"unknown training method {method!r}", field="method",
+                            fix="use one of: " + ", ".join(TRAIN_METHODS))
+    if isinstance(seq_len_tok, bool) or not isinstance(seq_len_tok, int) or seq_len_tok < 1:
+        raise LifecostError(f"sequence length {seq_len_tok!r} must be a positive integer", field="seq_len_tok",
+                            fix="pass the training sequence length in tokens")
+    n = linear_matmul_params(card)
+    attn = attn_flops_per_token(card, (seq_len_tok + 1) / 2)
+    if method == "full":
+        return TrainFlops(method, grad_ckpt, n, attn)
+    if isinstance(micro_batch, bool) or not isinstance(micro_batch, int) or micro_batch < 1:
+        raise LifecostError(f"micro_batch {micro_batch!r} must be a positive integer", field="micro_batch",
+                            fix="pass sequences per GPU per step")
+    return TrainFlops(method, grad_ckpt, n, attn,
+                      adapter_params=lora_active_params(card, lora_r, lora_targets),
+                      merged_weights=lora_merged_active_weights(card, lora_r, lora_targets),
+                      merge_flops_per_tok=lora_merge_flops(card, lora_r, lora_targets) / (seq_len_tok * micro_batch))
+
+
 def train_flops_per_token(card: ModelCard, method: str, seq_len_tok: int, grad_ckpt: bool,
                           lora_r: int = 16, lora_targets: str = "all-linear", micro_batch: int = 1) -> float:
     """Training FLOPs per token (forward + backward [+ recompute]) at causal-average context.
@@ -89,25 +156,7 @@ def train_flops_per_token(card: ModelCard, method: str, seq_len_tok: int, grad_c
     N = active matmul params, A = attention FLOPs at context (S+1)/2, Nₐ = active adapter params
     of per-token (nn.Linear) adapters, N_m = weights of merged ParamWrapper targets a token uses,
     M = FLOPs of one forward's B·A merges, T = seq_len_tok × micro_batch tokens per step.
-    M and N_m are 0 for dense models.
+    M and N_m are 0 for dense models. The terms themselves: `train_flop_terms`.
     """
-    if method not in TRAIN_METHODS:
-        raise LifecostError(f"unknown training method {method!r}", field="method",
-                            fix="use one of: " + ", ".join(TRAIN_METHODS))
-    if isinstance(seq_len_tok, bool) or not isinstance(seq_len_tok, int) or seq_len_tok < 1:
-        raise LifecostError(f"sequence length {seq_len_tok!r} must be a positive integer", field="seq_len_tok",
-                            fix="pass the training sequence length in tokens")
-    n = linear_matmul_params(card)
-    attn = attn_flops_per_token(card, (seq_len_tok + 1) / 2)
-    if method == "full":
-        fwd, bwd = 2 * n + attn, 4 * n + 2 * attn
-    else:
-        if isinstance(micro_batch, bool) or not isinstance(micro_batch, int) or micro_batch < 1:
-            raise LifecostError(f"micro_batch {micro_batch!r} must be a positive integer", field="micro_batch",
-                                fix="pass sequences per GPU per step")
-        n_a = lora_active_params(card, lora_r, lora_targets)
-        n_m = lora_merged_active_weights(card, lora_r, lora_targets)
-        merge = lora_merge_flops(card, lora_r, lora_targets) / (seq_len_tok * micro_batch)
-        fwd = 2 * n + attn + 2 * n_a + merge
-        bwd = 2 * n + 2 * attn + 4 * n_a + 2 * n_m + 2 * merge
-    return fwd + bwd + (fwd if grad_ckpt else 0.0)
+    return train_flop_terms(card, method, seq_len_tok, grad_ckpt, lora_r=lora_r, lora_targets=lora_targets,
+                            micro_batch=micro_batch).total

@@ -6,8 +6,11 @@ Arithmetic, in the order `TrainingPlan.steps` prints it:
    into rows of `seq_len_tok` tokens (concatenated, no padding), so every token computed is a
    dataset token and attention is costed at the causal average context (S+1)/2 of a row. Without
    packing, padding to the longest sample in a batch would add compute this model does not count.
-2. **FLOPs** = tokens × training FLOPs per token (`models.flops.train_flops_per_token`: 6N for a
-   full fine-tune, 4N + 6N_adapter for LoRA/QLoRA, plus one forward when checkpointing).
+2. **FLOPs** = tokens × training FLOPs per token (`models.flops.train_flops_per_token` at the
+   chosen micro-batch: 6N + 3A for a full fine-tune, 4N + 3A + 6Nₐ for LoRA/QLoRA — plus
+   2N_m + 3M/T on MoE models, where peft merges the adapters into the fused experts every
+   forward — and one more forward when checkpointing). The arithmetic shown is built from
+   `models.flops.train_flop_terms`, the terms that total is the sum of.
 3. **Time** = FLOPs / (GPUs × peak bf16 FLOP/s × MFU × data-parallel efficiency). The MFU is the
    GPU card's default, replaced by a calibrated Profile's measured `training.mfu` when one exists;
    it is applied to every executed FLOP (recompute included), so checkpointing costs time.
@@ -43,7 +46,7 @@ from typing import Any
 
 from models.catalog import ModelCard, load_model
 from models.errors import LifecostError
-from models.flops import train_flops_per_token
+from models.flops import TrainFlops, train_flop_terms, train_flops_per_token
 from models.gpus import GpuCard, load_gpu
 from models.prices import GpuHourPrice, PriceSheet, gpu_hour_price, load_prices
 from simulator.failures import CheckpointPlan, FailureModel, plan_checkpoints
@@ -377,10 +380,9 @@ def plan_training(
     grad_bytes = terms.gradients_gib * GIB
     ckpt_bytes = (terms.master_weights_gib + terms.adapters_gib + terms.optimizer_gib) * GIB
 
-    fwd_only = _fwd_flops(card, t)
-
     def timing(micro_batch: int, ckpt: bool, tokens: float, mfu_v: float) -> tuple[float, float, CommModel]:
-        fpt = train_flops_per_token(card, t.method, t.seq_len_tok, ckpt, lora_r=t.lora_r, lora_targets=t.lora_targets)
+        terms_fl = flop_terms(card, t, micro_batch, ckpt)
+        fpt = terms_fl.total
         accum = max(1, math.ceil(t.micro_batch / micro_batch))
         if step_terms is not None:  # the calibrated step model gives the effective MFU of this shape
             step_s = train_step_time_s(card, gpu, terms=step_terms, method=t.method, seq_len_tok=t.seq_len_tok, micro_batch=micro_batch,
@@ -388,7 +390,7 @@ def plan_training(
             mfu_v = fpt * micro_batch * t.seq_len_tok / (peak * step_s)
         mb_s = fpt * micro_batch * t.seq_len_tok / (peak * mfu_v)
         # backward share of one micro-batch: everything but the first forward (recompute sits in backward)
-        backward_share = (fpt - fwd_only) / fpt
+        backward_share = (fpt - terms_fl.forward) / fpt
         comm = comm_model(gpu, n, grad_bytes, accum * mb_s, backward_share, mb_s, inter_node_gb_s)
         compute_s = tokens * fpt / (n * peak * mfu_v * comm.efficiency)
         return fpt, compute_s, comm
@@ -452,7 +454,7 @@ def plan_training(
         gpu_hours.high * price.usd_per_gpu_hour + energy_usd.high,
     )
 
-    steps = _steps(card, t, tok_per_sample, n_epochs, dataset_tok, fpt, ck, total_flops, n, gpu, mfu_b, comm, compute_s, ck_plans[1], wall_s, gpu_hours, watts, energy_kwh, price, usd, energy_usd, failures)
+    steps = _steps(flop_terms(card, t, mb, ck), t, tok_per_sample, n_epochs, dataset_tok, fpt, total_flops, n, gpu, mfu_b, comm, compute_s, ck_plans[1], wall_s, gpu_hours, watts, energy_kwh, price, usd, energy_usd, failures)
     return TrainingPlan(
         scenario=scenario.name,
         model=card.name,
@@ -486,20 +488,11 @@ def plan_training(
     )
 
 
-def flop_terms(card: ModelCard, t) -> tuple[float, float, float]:
-    """(N, A, Nₐ) of `train_flops_per_token`'s rule: matmul params a token uses, forward attention
-    FLOPs at the causal-average context (S+1)/2, and the adapters' active params (0 for full)."""
-    from models.flops import attn_flops_per_token, linear_matmul_params
-    from models.lora import lora_active_params
-
-    n_a = 0.0 if t.method == "full" else lora_active_params(card, t.lora_r, t.lora_targets)
-    return linear_matmul_params(card), attn_flops_per_token(card, (t.seq_len_tok + 1) / 2), n_a
-
-
-def _fwd_flops(card: ModelCard, t) -> float:
-    """Forward-only FLOPs per token (the part of a step that precedes the backward)."""
-    n_mm, attn, n_a = flop_terms(card, t)
-    return 2.0 * n_mm + attn + 2.0 * n_a
+def flop_terms(card: ModelCard, t, micro_batch: int, grad_ckpt: bool) -> TrainFlops:
+    """The terms of `models.flops.train_flops_per_token` for the scenario's training spec `t` at
+    this micro-batch and checkpointing choice (the plan's FLOPs/token is their `total`)."""
+    return train_flop_terms(card, t.method, t.seq_len_tok, grad_ckpt, lora_r=t.lora_r, lora_targets=t.lora_targets,
+                            micro_batch=micro_batch)
 
 
 def _host_overhead_w(sheet: PriceSheet, gpu_name: str) -> float:
@@ -512,23 +505,33 @@ def _host_overhead_w(sheet: PriceSheet, gpu_name: str) -> float:
         return 0.0
 
 
-def _steps(card, t, tok_per_sample, n_epochs, dataset_tok, fpt, ck, total_flops, n, gpu, mfu_b, comm, compute_s, ckp, wall_s, gpu_hours, watts, energy_kwh, price, usd, energy_usd, failures) -> list[Step]:
-    n_mm, attn, n_a = flop_terms(card, t)
-    if t.method == "full":
-        rule, numbers = "6N + 3A", f"6 × {_human(n_mm)} + 3 × {_human(attn)}"
-        fwd = 2 * n_mm + attn
+def _flops_rule(f: TrainFlops) -> tuple[str, str]:
+    """The FLOPs/token rule and the same rule with `f`'s numbers, term by term as `TrainFlops`
+    adds them (the MoE merge terms only where they are non-zero)."""
+    n_mm, attn = _human(f.matmul_params), _human(f.attn_fwd_flops)
+    if f.method == "full":
+        rule, numbers = "6N + 3A", f"6 × {n_mm} + 3 × {attn}"
     else:
-        rule, numbers = "4N + 3A + 6Nₐ", f"4 × {_human(n_mm)} + 3 × {_human(attn)} + 6 × {_human(n_a)}"
-        fwd = 2 * n_mm + attn + 2 * n_a
-    if ck:
+        rule, numbers = "4N + 3A + 6Nₐ", f"4 × {n_mm} + 3 × {attn} + 6 × {_human(f.adapter_params)}"
+        if f.merged_weights or f.merge_flops_per_tok:
+            rule += " + 2N_m + 3M/T"
+            numbers += f" + 2 × {_human(f.merged_weights)} + 3 × {_human(f.merge_flops_per_tok)}"
+    if f.grad_ckpt:
         rule += " + recompute"
-        numbers += f" + {_human(fwd)}"
+        numbers += f" + {_human(f.recompute)}"
+    return rule, numbers
+
+
+def _steps(fl: TrainFlops, t, tok_per_sample, n_epochs, dataset_tok, fpt, total_flops, n, gpu, mfu_b, comm, compute_s, ckp, wall_s, gpu_hours, watts, energy_kwh, price, usd, energy_usd, failures) -> list[Step]:
+    rule, numbers = _flops_rule(fl)
     steps = [
         Step("tokens", f"{t.samples:,} samples × {_range_text(n_epochs)} epochs × {_range_text(tok_per_sample)} tokens", dataset_tok.mid, "tok"),
         Step(
             "FLOPs/token",
-            f"{t.method} {rule} = {numbers} (N = {_human(n_mm)} matmul params, A = {_human(attn)} attention FLOPs at ctx {(t.seq_len_tok + 1) / 2:,.1f}"
-            + (f", Nₐ = {_human(n_a)} adapter params)" if t.method != "full" else ")"),
+            f"{t.method} {rule} = {numbers} (N = {_human(fl.matmul_params)} matmul params, A = {_human(fl.attn_fwd_flops)} attention FLOPs at ctx {(t.seq_len_tok + 1) / 2:,.1f}"
+            + (f", Nₐ = {_human(fl.adapter_params)} adapter params" if t.method != "full" else "")
+            + (f", N_m = {_human(fl.merged_weights)} merged expert/router weights, M/T = {_human(fl.merge_flops_per_tok)} B·A merge FLOPs per token"
+               if fl.merged_weights or fl.merge_flops_per_tok else "") + ")",
             fpt,
             "FLOP",
         ),
@@ -648,7 +651,8 @@ def train_peak_memory_gib(card: ModelCard, gpu: GpuCard, *, terms=None, method: 
 def train_step_flops(card: ModelCard, *, method: str, seq_len_tok: int, micro_batch: int, grad_ckpt: bool,
                      lora_r: int = 16, lora_targets: str = "all-linear") -> float:
     """FLOPs of one optimizer step of one micro-batch (`train_flops_per_token` × tokens)."""
-    return train_flops_per_token(card, method, seq_len_tok, grad_ckpt, lora_r=lora_r, lora_targets=lora_targets) * seq_len_tok * micro_batch
+    return (train_flops_per_token(card, method, seq_len_tok, grad_ckpt, lora_r=lora_r, lora_targets=lora_targets,
+                                  micro_batch=micro_batch) * seq_len_tok * micro_batch)
 
 
 def adapter_elems(card: ModelCard, *, method: str, seq_len_tok: int, micro_batch: int, grad_ckpt: bool,

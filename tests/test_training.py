@@ -181,7 +181,8 @@ def test_flops_per_token_step_multiplies_out_from_its_terms(h100_lora):
     from simulator.training import flop_terms
 
     s = Scenario()
-    n, a, n_a = flop_terms(load_model("Llama-3.1-8B"), s.training)
+    f = flop_terms(load_model("Llama-3.1-8B"), s.training, h100_lora.micro_batch, h100_lora.grad_ckpt)
+    n, a, n_a = f.matmul_params, f.attn_fwd_flops, f.adapter_params
     assert h100_lora.flops_per_tok == pytest.approx(4 * n + 3 * a + 6 * n_a)
     ckpt = plan_training_for("Llama-3.1-8B", "H100-SXM", "lora", gradient_checkpointing=True, use_profile=False, **SEED)
     assert ckpt.flops_per_tok == pytest.approx(4 * n + 3 * a + 6 * n_a + (2 * n + a + 2 * n_a))
