@@ -66,6 +66,11 @@ def resolve_tiers(scenario, card, gpu, profile=None) -> tuple[list[TierConfig], 
     Refuses a tier smaller than one block or with a zero bandwidth (naming the field)."""
     from models.memory import GIB, kv_bytes_per_token_per_gpu
 
+    if not scenario.engine.enable_prefix_caching:
+        raise LifecostError("offload keeps evicted prefix-cache blocks, but prefix caching is off", field="offload.enabled", fix="set engine.enable_prefix_caching: true, or offload.enabled: false")
+    names = [t.name for t in scenario.offload.tiers]
+    if len(set(names)) != len(names):
+        raise LifecostError(f"tiers {names} name one tier twice", field="offload.tiers", fix="list each of host, nvme, remote at most once, fastest first")
     m, tp, bs = scenario.model, scenario.gpu.tensor_parallel, scenario.engine.block_size_tok
     block_bytes = kv_bytes_per_token_per_gpu(card, m.kv_dtype, tp) * bs
     ceil = getattr(profile, "ceilings", None)

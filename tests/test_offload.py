@@ -136,6 +136,12 @@ def test_nonsense_tiers_are_refused_naming_the_field():
     with pytest.raises(LifecostError) as e:
         parse_scenario("offload:\n  enabled: true\n  tiers:\n    - name: nvme\n      read_gb_s: 0\n")
     assert "read_gb_s" in str(e.value)
+    with pytest.raises(LifecostError) as e:
+        simulate(_scenario(True, enable_prefix_caching=False), sessions(n_sessions=2, turns=1))
+    assert "offload.enabled" in str(e.value)
+    with pytest.raises(LifecostError) as e:
+        simulate(_scenario(True, [{"name": "host"}, {"name": "host"}]), sessions(n_sessions=2, turns=1))
+    assert "offload.tiers" in str(e.value)
 
 
 def test_default_bandwidths_come_from_the_host_link_and_nvme_datasheets():
