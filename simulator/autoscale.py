@@ -28,11 +28,14 @@ from simulator.cluster import ACTIVE, COLD, DRAINING, OFF, Pool
 class Autoscaler:
     """A SimPy process resizing `pool` every `spec.interval_s` until `finished()`."""
 
-    def __init__(self, env, pool: Pool, spec, *, finished: Callable[[], bool]):
+    def __init__(self, env, pool: Pool, spec, *, finished: Callable[[], bool], start_s: float = 0.0):
+        """Decisions every `spec.interval_s` from `start_s` (the first arrival: the pool's
+        initial replicas are provisioned from then, see `Pool`)."""
         self.env, self.pool, self.spec, self.finished = env, pool, spec, finished
+        self.start_s = start_s
         self.scale_outs = self.scale_ins = 0
         self.peak_replicas = pool.count(ACTIVE, COLD)
-        self._trace: list[tuple[float, int]] = [(env.now, self.peak_replicas)]
+        self._trace: list[tuple[float, int]] = [(start_s, self.peak_replicas)]
         env.process(self._loop())
 
     def desired(self, outstanding_tok: int) -> int:
@@ -40,6 +43,8 @@ class Autoscaler:
         return min(max(math.ceil(outstanding_tok / s.target_outstanding_tok), s.min_replicas), s.max_replicas)
 
     def _loop(self):
+        if self.start_s > self.env.now:
+            yield self.env.timeout(self.start_s - self.env.now)
         while True:
             yield self.env.timeout(self.spec.interval_s)
             if self.finished() or self.env.peek() == math.inf:  # done, or nothing else can happen

@@ -363,7 +363,7 @@ def _simulate_colocated(setup: SimSetup, *, seed: int, progress: ProgressFn | No
     if c.autoscale.enabled:
         from simulator.autoscale import Autoscaler
 
-        scaler = Autoscaler(env, pool, c.autoscale, finished=lambda: done.count >= n)
+        scaler = Autoscaler(env, pool, c.autoscale, finished=lambda: done.count >= n, start_s=float(reqs.arrival_s[0]))
     start_router(env, reqs.arrival_s, pool, pool.close)
     env.run()
     if progress is not None:

@@ -106,7 +106,7 @@ def simulate_disaggregated(setup: SimSetup, *, seed: int, progress: ProgressFn |
     if c.autoscale.enabled:
         from simulator.autoscale import Autoscaler
 
-        scalers = [Autoscaler(env, pool, c.autoscale, finished=lambda: done.count >= n) for pool in (prefill, decode)]
+        scalers = [Autoscaler(env, pool, c.autoscale, finished=lambda: done.count >= n, start_s=float(reqs.arrival_s[0])) for pool in (prefill, decode)]
     start_router(env, reqs.arrival_s, prefill, prefill.close)
     env.run()
     if progress is not None:

@@ -124,7 +124,8 @@ class Result:
             out["speculative"] = m["speculative"]
         if "cluster" in m:
             out["cluster"] = m["cluster"]
-            out["gpu_seconds"] = m["cluster"]["gpu_seconds_provisioned"]
+            out["gpu_seconds"] = provisioned = m["cluster"]["gpu_seconds_provisioned"]
+            out["busy_frac"] = busy * m.get("gpus_per_replica", 1) / provisioned if provisioned > 0 else float("nan")  # of the replicas provisioned
         if "reasoning_on" in r and r["reasoning_on"].any():
             out["answer_tok_s"] = float(r.loc[done, "output_tok"].sum() - r.loc[done, "thinking_tok"].sum()) / makespan
             out["reasoning"] = {

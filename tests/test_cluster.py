@@ -41,7 +41,8 @@ def cluster_setups(draw):
             "link_gb_s": draw(st.sampled_from([None, 0.01, 1.0])),  # 10 MB/s: transfers queue on the link
         },
     }
-    return scenario.with_changes(cluster=cluster), reqs, kv_blocks
+    tp = draw(st.sampled_from([1, 2]))  # Llama-3.2-1B: 32 heads, 8 KV heads
+    return scenario.with_changes(cluster=cluster, **{"gpu.tensor_parallel": tp}), reqs, kv_blocks
 
 
 def check_cluster_invariants(scenario, reqs, kv_blocks, res) -> None:
