@@ -7,6 +7,9 @@ Start with `scenario.py` (the validated input), then `workload.py`/`traces.py` (
 `router.py`'s policies; `disagg.py` prefill/decode pools joined by KV transfers; `autoscale.py`),
 which `engine.simulate()` hands a Scenario whose `cluster` asks for it. Inside a replica, two
 optional features plug into the same scheduler, block manager and predictor: `offload.py`
-(tiered KV offload) and `speculative.py` (speculative decoding). Planning sits on top: `training.py`, `cost.py`,
-`capacity.py`. Never imports `calibrate` or `planner_ui`.
+(tiered KV offload) and `speculative.py` (speculative decoding). Planning sits on top:
+`training.py` (the fine-tune, with `failures.py` for checkpoints and restarts), `cost.py`
+(lifetime cost per month), `capacity.py` (SLA capacity search), all running their simulations
+through `sweep.py`'s executors (local processes or Ray). Never imports `calibrate` or
+`planner_ui`.
 """
