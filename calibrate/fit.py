@@ -51,11 +51,11 @@ import numpy as np
 from models.catalog import ModelCard, card_from_config, list_models, load_model
 from models.errors import LifecostError
 from models.gpus import GpuCard, load_gpu
-from models.profile import (Ceilings, EnergyTerms, FitStats, Profile, ProfileEngine, ProfileGpu, StepTimeCoeffs,
-                            TrainingTerms)
+from models.profile import (AttentionPadding, Ceilings, EnergyTerms, FitStats, Profile, ProfileEngine, ProfileGpu,
+                            StepTimeCoeffs, TrainingTerms)
 from simulator.predictor import FittedPredictor, StepFeatures
 
-COEFF_NAMES = ("c0_s", "c0_layer_s", "c1", "c2", "c3", "c4")
+COEFF_NAMES = ("c0_s", "c0_layer_s", "c0_seq_s", "c1", "c2", "c3", "c4")
 ENGINE_NAMES = {"transformers": "transformers-cb", "vllm": "vllm", "http": "openai-http", "openai-http": "openai-http"}
 
 
@@ -156,7 +156,7 @@ def gpu_card_for(name: str, ceilings: Ceilings, probe: dict[str, Any] | None = N
 
 
 # ------------------------------------------------------------------------------- features
-def _basis_profile(k: int, ceilings: Ceilings) -> Profile:
+def _basis_profile(k: int, ceilings: Ceilings, padding: AttentionPadding | None = None) -> Profile:
     """A Profile with c0_s = 1 s and, for k ≥ 1, coefficient k = 1 (all others 0).
 
     The predictor refuses a step-time section with c0_s = c2 = 0 (a decode step would take no
@@ -167,14 +167,45 @@ def _basis_profile(k: int, ceilings: Ceilings) -> Profile:
     return Profile(
         gpu=ProfileGpu(name="basis", catalog_name="basis"), engine=ProfileEngine(name="basis", version="0"),
         created_utc="1970-01-01T00:00:00Z", command="calibrate.fit basis", ceilings=ceilings,
-        step_time=StepTimeCoeffs(**coeffs, fit=FitStats(n_points=1, r2=1.0, mape=0.0)),
+        step_time=StepTimeCoeffs(**coeffs, fit=FitStats(n_points=1, r2=1.0, mape=0.0), attention_padding=padding),
     )
 
 
 def basis_predictors(card: ModelCard, gpu: GpuCard, ceilings: Ceilings, quant: str = "bf16",
-                     kv_dtype: str = "bf16") -> list[FittedPredictor]:
-    """One `FittedPredictor` per coefficient k: c0_s = 1 s plus coefficient k = 1."""
-    return [FittedPredictor(_basis_profile(k, ceilings), card, gpu, quant, kv_dtype) for k in range(len(COEFF_NAMES))]
+                     kv_dtype: str = "bf16", padding: AttentionPadding | None = None) -> list[FittedPredictor]:
+    """One `FittedPredictor` per coefficient k: c0_s = 1 s plus coefficient k = 1 (with the
+    engine's attention padding, so the features are the padded sizes the engine computes)."""
+    return [FittedPredictor(_basis_profile(k, ceilings, padding), card, gpu, quant, kv_dtype) for k in range(len(COEFF_NAMES))]
+
+
+# attention implementations of transformers CB that run one masked SDPA/eager attention over the
+# concatenated batch (`continuous_batching.utils.attn_mask_is_needed`); flash kernels do not
+MASKED_BATCH_ATTENTION = ("paged|sdpa", "paged|eager", "sdpa", "eager")
+
+
+def attention_padding_of(rec: dict[str, Any]) -> AttentionPadding | None:
+    """The attention padding rule of a serving record's engine, from its recorded settings.
+
+    transformers CB with a masked attention (`paged|sdpa`, `paged|eager`) scores every query of a
+    step against every key it read (`AttentionPadding`); with CUDA graphs or torch.compile the
+    engine pads the query count to `q_padding_interval_size` (≤ `max_batch_tokens`) and the cached
+    keys read to `kv_padding_interval_size` (`model_runner.maybe_pad_inputs`, `pad_inputs =
+    cuda_graph or compile`). The KV cap (the pool's size) is left out: it differs per record and
+    binds only when the padded read exceeds the whole pool. vLLM and flash kernels: None."""
+    if rec.get("backend") != "transformers":
+        return None
+    es = rec.get("engine_settings") or {}
+    cb = es.get("continuous_batching_config") or {}
+    if es.get("attn_implementation") not in MASKED_BATCH_ATTENTION:
+        return None
+    graphs = cb.get("use_cuda_graph")
+    padded = any(graphs) if isinstance(graphs, (list, tuple)) else bool(graphs)
+    padded = padded or bool(cb.get("varlen_compile_config") or cb.get("decode_compile_config"))
+    max_q = int(cb["max_batch_tokens"]) if cb.get("max_batch_tokens") else None
+    if not padded:
+        return AttentionPadding(q_interval_tok=1, kv_interval_tok=1, max_q_tok=max_q)
+    return AttentionPadding(q_interval_tok=int(cb.get("q_padding_interval_size") or 64),
+                            kv_interval_tok=int(cb.get("kv_padding_interval_size") or 16384), max_q_tok=max_q)
 
 
 def feature_row(basis: list[FittedPredictor], steps: Iterable[StepFeatures]) -> np.ndarray:
@@ -648,7 +679,7 @@ def fit_profile(runs: Runs, *, command: str, serve_fit_model: str | None = None,
     gpu = gpu_card_for(catalog_name, ceilings, runs.probe)
     serve = runs.of("serve_replay")
     serve_fit_model = serve_fit_model or _smallest_model(serve)
-    step_fit, engine, energy = None, None, None
+    step_fit, engine, energy, padding = None, None, None, None
     if serve and serve_fit_model:
         fit_recs = serve_fit_records(runs, serve_fit_model)
         if not fit_recs:
@@ -663,7 +694,8 @@ def fit_profile(runs: Runs, *, command: str, serve_fit_model: str | None = None,
         if len(groups) > 1:
             say(f"step-time fit: {len(groups)} engine configurations among the bursts; fitting the largest ({len(fit_recs)} bursts)")
         card = card_of(fit_recs[0])
-        basis = basis_predictors(card, gpu, ceilings)
+        padding = attention_padding_of(fit_recs[0])
+        basis = basis_predictors(card, gpu, ceilings, padding=padding)
         obs = [o for r in fit_recs for o in record_observations(r)]
         say(f"step-time fit: {len(obs)} observations from {len(fit_recs)} {serve_fit_model} bursts")
         # On a GPU no term can beat the probe's ceilings (c1…c4 ≥ 1). A CPU gets no floors: a small
@@ -685,7 +717,8 @@ def fit_profile(runs: Runs, *, command: str, serve_fit_model: str | None = None,
     gpu_info = (runs.probe or {}).get("gpu") or {}
     st = None
     if step_fit is not None:
-        st = StepTimeCoeffs(**step_fit.coeffs, fit=step_fit.stats, fit_model=serve_fit_model)
+        st = StepTimeCoeffs(**step_fit.coeffs, fit=step_fit.stats, fit_model=serve_fit_model,
+                            attention_padding=padding)
     profile = Profile(
         gpu=ProfileGpu(name=device_name, catalog_name=catalog_name, memory_gib=gpu_info.get("memory_total_gib"),
                        driver=gpu_info.get("driver_version"), cuda=gpu_info.get("cuda_driver_version")),

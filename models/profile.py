@@ -76,6 +76,26 @@ class Ceilings(_Section):
     d2h_gb_s: float | None = Field(None, gt=0)
 
 
+class AttentionPadding(_Section):
+    """How an engine that runs one masked attention over the whole step sizes its buffers.
+
+    The transformers continuous-batching engine with `paged|sdpa` (transformers 5.17–5.19,
+    `continuous_batching/input_outputs.py`, `model_runner.maybe_pad_inputs`) concatenates every
+    query of the step into one sequence and attends it to every key it read, under a mask: each
+    layer computes q_pad × (kv_pad + q_pad) (query, key) scores and gathers kv_pad + q_pad keys
+    and values, whatever each request's own context. With CUDA graphs the query count is rounded
+    up to a multiple of `q_interval_tok` (≤ `max_q_tok`) and the keys read from the cache to a
+    multiple of `kv_interval_tok` (≥ one interval even when nothing is cached; ≤ `max_kv_tok`);
+    without padding both intervals are 1. None on a StepTimeCoeffs: per-request causal
+    attention (vLLM's kernels), the features are the unpadded ones.
+    """
+
+    q_interval_tok: int = Field(1, ge=1)
+    kv_interval_tok: int = Field(1, ge=1)
+    max_q_tok: int | None = Field(None, ge=1)
+    max_kv_tok: int | None = Field(None, ge=1)
+
+
 class StepTimeCoeffs(_Section):
     """Coefficients of the fitted step-time formula (DESIGN.md, "The step-time predictor").
 
@@ -93,6 +113,10 @@ class StepTimeCoeffs(_Section):
     # host time per decoder layer per step (s): kernel launches and per-layer Python that an
     # engine pays on every step whatever the batch; it makes the fixed cost grow with depth
     c0_layer_s: float = Field(0.0, ge=0.0)
+    # host time per scheduled sequence per step (s): engines that build each step's inputs in a
+    # Python loop over its requests (transformers CB: `prepare_batch_tensors`, the per-request
+    # attention mask) pay it on every step, whatever the model size; 0 when not fitted
+    c0_seq_s: float = Field(0.0, ge=0.0)
     c1: float = Field(ge=0.0)
     c2: float = Field(ge=0.0)
     c3: float = Field(ge=0.0)
@@ -100,6 +124,8 @@ class StepTimeCoeffs(_Section):
     fit: FitStats
     quant_factors: dict[str, float] = Field(default_factory=dict)
     fit_model: str | None = None  # model card (name) whose runs were fitted, for provenance
+    # the engine's attention over padded batch buffers (transformers CB); None: per-request attention
+    attention_padding: AttentionPadding | None = None
 
 
 class TrainingTerms(_Section):

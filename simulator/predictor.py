@@ -28,9 +28,9 @@ Two implementations behind one small interface (`StepTimePredictor`):
   formats with native tensor-core support use their own peak (fp8 → `fp8_tflops`, int8 W8A8 →
   `int8_tops`); weight-only int4 (AWQ/GPTQ/GGUF) computes in bf16.
 * `FittedPredictor` — the DESIGN.md form with coefficients from a calibration Profile:
-      t = c0_s + c0_layer_s·num_layers + c1·linear_FLOPs/peak + c2·weight_bytes/BW
-            + c3·attn_prefill_FLOPs/peak + c4·KV_bytes_read/BW
-  with peak and BW the Profile's *measured* ceilings. c0_s ~ 1e-3…1e-2 s (scheduler, sampling,
+      t = c0_s + c0_layer_s·num_layers + c0_seq_s·num_seqs + c1·linear_FLOPs/peak
+            + c2·weight_bytes/BW + c3·attn_prefill_FLOPs/peak + c4·KV_bytes_read/BW
+  (on an engine with `attention_padding`, the padded sizes: `padded_attention`) with peak and BW the Profile's *measured* ceilings. c0_s ~ 1e-3…1e-2 s (scheduler, sampling,
   launches); c1…c4 ~ 1…3 (inverse efficiencies).
 
 A per-weight-format factor multiplies the step time (dequantisation overhead). It is 1.0 until a
@@ -208,6 +208,27 @@ def steps_within_lines(lines: tuple[Line, ...], budget_s: float) -> int:
     return steps_within(piecewise_max(lines), budget_s)
 
 
+def _pad_up(size: int, interval: int, cap: int | None) -> int:
+    """`size` rounded up to a multiple of `interval`, at least one interval, at most `cap`
+    (transformers `continuous_batching.utils.pad_to_interval`)."""
+    padded = -(-size // interval) * interval if size > 0 else interval
+    return padded if cap is None else min(padded, cap)
+
+
+def padded_attention(f: StepFeatures, pad) -> tuple[int, int, int]:
+    """(query tokens, (query, key) score pairs, KV tokens gathered) of a step on an engine that
+    runs one masked attention over padded batch buffers (`models.profile.AttentionPadding`).
+
+    The keys read from the cache are every scheduled sequence's cached context, Σ (context −
+    tokens computed this step) = decode_ctx_tok + prefill_ctx_tok − P − D; the step's own
+    tokens are appended to them. Every padded query scores against every padded key."""
+    q = f.prefill_tok + f.decode_tok
+    cached = max(0, f.decode_ctx_tok + f.prefill_ctx_tok - q)
+    q_pad = _pad_up(q, pad.q_interval_tok, pad.max_q_tok)
+    kv_tok = _pad_up(cached, pad.kv_interval_tok, pad.max_kv_tok) + q_pad
+    return q_pad, q_pad * kv_tok, kv_tok
+
+
 class StepTimePredictor(Protocol):
     """The interface the engine uses. `features` describe one step (or the first step of a run)."""
 
@@ -311,8 +332,13 @@ class FittedPredictor(_LinePredictor):
         self._s_comm_per_tok = c.allreduce_bytes_per_tok / c.link_bytes_s if c.allreduce_bytes_per_tok else 0.0
         self._s_swap_in_per_tok = c.kv_bytes_per_tok / ((ceil.h2d_gb_s or gpu.host_link_gb_s) * 1e9)
         self._s_swap_out_per_tok = c.kv_bytes_per_tok / ((ceil.d2h_gb_s or gpu.host_link_gb_s) * 1e9)
+        self._pad = st.attention_padding  # None: per-request causal attention (vLLM)
+        self._s_per_seq = st.c0_seq_s * q  # per scheduled sequence host time (Profile `c0_seq_s`)
+
 
     def _lines(self, f: StepFeatures) -> tuple[Line, ...]:
+        if self._pad is not None:
+            return self._padded_lines(f)
         tokens = f.prefill_tok + f.decode_tok
         kv = self._s_per_kv_tok
         a = (
@@ -320,12 +346,35 @@ class FittedPredictor(_LinePredictor):
             + f.swap_in_tok * self._s_swap_in_per_tok
             + f.swap_out_tok * self._s_swap_out_per_tok
             + self._s_fixed
+            + self._s_per_seq * f.num_seqs
             - (self._s_routed * self._skip**tokens if self._s_routed else 0.0)
             + (self._s_per_tok + self._s_comm_per_tok) * tokens
             + self._s_per_pair * f.prefill_attn_pairs
             + kv * (f.decode_ctx_tok + f.prefill_ctx_tok)
         )
         return ((a, kv * f.decode_tok),)
+
+    def _padded_lines(self, f: StepFeatures) -> tuple[Line, ...]:
+        """The step on padded batch buffers (`padded_attention`): the GEMMs run on the padded
+        queries, the scores on q_pad × kv_tok pairs, the KV gather on kv_tok tokens. Over a run
+        of decode steps the cached keys grow by D per step; the padded size grows in steps of
+        one interval, on average by D per step, which is the slope used (exact at j = 0)."""
+        q_pad, pairs, kv_tok = padded_attention(f, self._pad)
+        tokens = f.prefill_tok + f.decode_tok
+        kv = self._s_per_kv_tok
+        a = (
+            f.kv_load_s
+            + f.swap_in_tok * self._s_swap_in_per_tok
+            + f.swap_out_tok * self._s_swap_out_per_tok
+            + self._s_fixed
+            + self._s_per_seq * f.num_seqs
+            - (self._s_routed * self._skip**tokens if self._s_routed else 0.0)
+            + self._s_per_tok * q_pad
+            + self._s_comm_per_tok * tokens
+            + self._s_per_pair * pairs
+            + kv * kv_tok
+        )
+        return ((a, (self._s_per_pair * q_pad + kv) * f.decode_tok),)
 
 
 def make_predictor(scenario, card=None, gpu=None, profiles_dir=None) -> StepTimePredictor:

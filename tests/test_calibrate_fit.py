@@ -50,7 +50,7 @@ def random_steps(rng: np.random.Generator, n: int) -> list[StepFeatures]:
 
 
 coeff_values = st.fixed_dictionaries({
-    "c0_s": st.floats(1e-4, 0.1), "c0_layer_s": st.floats(0.0, 2e-3), "c1": st.floats(0.0, 5.0), "c2": st.floats(0.0, 5.0),
+    "c0_s": st.floats(1e-4, 0.1), "c0_layer_s": st.floats(0.0, 2e-3), "c0_seq_s": st.floats(0.0, 2e-4), "c1": st.floats(0.0, 5.0), "c2": st.floats(0.0, 5.0),
     "c3": st.floats(0.0, 5.0), "c4": st.floats(0.0, 60.0)})
 
 
@@ -81,7 +81,7 @@ def test_nnls_recovers_the_coefficients_that_made_the_steps(coeffs, seed):
         obs += [StepObservation((f,), pred.step_time_s(f), "step", model=name) for f in random_steps(rng, 40)]
     fit = fit_step_time(obs, bases)
     for k in COEFF_NAMES:
-        assert fit.coeffs[k] == pytest.approx(coeffs[k], rel=1e-5, abs=1e-8 if k in ("c0_s", "c0_layer_s") else 1e-5)
+        assert fit.coeffs[k] == pytest.approx(coeffs[k], rel=1e-5, abs=1e-8 if k in ("c0_s", "c0_layer_s", "c0_seq_s") else 1e-5)
     assert fit.stats.mape < 1e-9 and fit.stats.r2 == pytest.approx(1.0)
 
 
