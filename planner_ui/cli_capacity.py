@@ -97,6 +97,13 @@ def candidates_table(cand: Any) -> Any:
     return t
 
 
+# Options `capacity` and `report` share: where their simulations run and how many requests each has.
+EXECUTOR_OPT = typer.Option("local", "--executor", help="local (processes) or ray.")
+ADDRESS_OPT = typer.Option(None, "--address", help="Ray cluster address (default: start a local Ray).")
+WORKERS_OPT = typer.Option(None, "--workers", help="Worker processes (local) or CPUs (local Ray); default: all cores.")
+REQUESTS_OPT = typer.Option(None, "--requests", help="Requests per simulated replica (default: the scenario's workload.num_requests).")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("capacity")
     def capacity(
@@ -107,10 +114,10 @@ def register(app: typer.Typer) -> None:
         slo_e2e_p99: float = typer.Option(None, "--slo-e2e-p99", help="p99 end-to-end latency bound (s)."),
         attainment: float = typer.Option(None, "--attainment", help="Fraction of requests that must meet every bound, e.g. 0.99."),
         search_spec: str = typer.Option("", "--search", help="Dimensions to search, comma-separated: gpu, tp, max-num-seqs, max-num-batched-tokens, quant, kv-dtype, speculative, offload; each optionally with values, e.g. gpu=H100-SXM/L40S,tp=1/2,quant."),
-        executor_kind: str = typer.Option("local", "--executor", help="local (processes) or ray."),
-        address: str = typer.Option(None, "--address", help="Ray cluster address (default: start a local Ray)."),
-        workers: int = typer.Option(None, "--workers", help="Worker processes (local) or CPUs (local Ray); default: all cores."),
-        requests: int = typer.Option(None, "--requests", help="Requests per simulated replica (default: the scenario's workload.num_requests)."),
+        executor_kind: str = EXECUTOR_OPT,
+        address: str = ADDRESS_OPT,
+        workers: int = WORKERS_OPT,
+        requests: int = REQUESTS_OPT,
         sweep_out: Path = typer.Option(None, "--sweep-out", help="Parquet file for the per-configuration table (resumable)."),
         headroom: bool = typer.Option(True, "--headroom/--no-headroom", help="Also simulate the headroom curve of the answer."),
         verify: bool = typer.Option(True, "--verify/--no-verify", help="Verify N and N−1 by simulating the whole fleet."),
@@ -145,10 +152,10 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "-o", "--output", help="report.html (self-contained) or report.md."),
         peak_qps: float = typer.Option(None, "--peak-qps", help="Peak rate for the capacity answer (default: the horizon's first-month peak)."),
         search_spec: str = typer.Option("", "--search", help="Capacity search dimensions, as for `lifecost capacity` (default: the scenario's configuration only)."),
-        executor_kind: str = typer.Option("local", "--executor", help="local (processes) or ray."),
-        address: str = typer.Option(None, "--address", help="Ray cluster address."),
-        workers: int = typer.Option(None, "--workers", help="Worker processes."),
-        requests: int = typer.Option(None, "--requests", help="Requests per simulated replica."),
+        executor_kind: str = EXECUTOR_OPT,
+        address: str = ADDRESS_OPT,
+        workers: int = WORKERS_OPT,
+        requests: int = REQUESTS_OPT,
     ) -> None:
         """Capacity report: training arithmetic, lifetime cost, capacity answer, headroom, latencies."""
         from planner_ui.report import build_report, write_report

@@ -160,6 +160,10 @@ def _failures(mtbf_gpu_h: float | None, attempt_failure_prob: float | None, rest
 MTBF_HELP = "Hours between failures of one GPU (default ≈ 50,700: Llama 3's 419 interruptions on 16,384 GPUs in 54 days)."
 REDO_HELP = "Probability a finished run is unusable and must be redone (default 0)."
 RESTART_HELP = "Seconds to restart after a failure: requeue, start, load the checkpoint (default 600)."
+# The failure-model options `train` and `cost` share (one declaration each, as typer allows).
+MTBF_OPT = typer.Option(None, "--mtbf-gpu-h", help=MTBF_HELP)
+REDO_OPT = typer.Option(None, "--attempt-failure-prob", help=REDO_HELP)
+RESTART_OPT = typer.Option(None, "--restart-s", help=RESTART_HELP)
 
 
 def register(app: typer.Typer) -> None:
@@ -170,9 +174,9 @@ def register(app: typer.Typer) -> None:
         mean_tokens: str = typer.Option(None, "--mean-tokens", help="Mean tokens per sample, or low:high."),
         epochs: str = typer.Option(None, "--epochs", help="Epochs, or low:high."),
         num_gpus: int = typer.Option(None, "--num-gpus", help="Data-parallel GPUs (default: training.num_gpus)."),
-        mtbf_gpu_h: float = typer.Option(None, "--mtbf-gpu-h", help=MTBF_HELP),
-        attempt_failure_prob: float = typer.Option(None, "--attempt-failure-prob", help=REDO_HELP),
-        restart_s: float = typer.Option(None, "--restart-s", help=RESTART_HELP),
+        mtbf_gpu_h: float = MTBF_OPT,
+        attempt_failure_prob: float = REDO_OPT,
+        restart_s: float = RESTART_OPT,
         as_json: bool = typer.Option(False, "--json", help="Print JSON to stdout."),
     ) -> None:
         """The fine-tune's arithmetic, memory verdict, hours, energy and dollars."""
@@ -204,9 +208,9 @@ def register(app: typer.Typer) -> None:
         capacity_qps: float = typer.Option(None, "--capacity-qps", help="Req/s one replica sustains within the SLO; skips the simulation."),
         gpus_per_replica: int = typer.Option(None, "--gpus-per-replica", help="GPUs per replica with --capacity-qps (default: gpu.tensor_parallel)."),
         requests: int = typer.Option(None, "--requests", help="Requests per capacity simulation (default: workload.num_requests)."),
-        mtbf_gpu_h: float = typer.Option(None, "--mtbf-gpu-h", help=MTBF_HELP),
-        attempt_failure_prob: float = typer.Option(None, "--attempt-failure-prob", help=REDO_HELP),
-        restart_s: float = typer.Option(None, "--restart-s", help=RESTART_HELP),
+        mtbf_gpu_h: float = MTBF_OPT,
+        attempt_failure_prob: float = REDO_OPT,
+        restart_s: float = RESTART_OPT,
         as_json: bool = typer.Option(False, "--json", help="Print JSON to stdout."),
     ) -> None:
         """Lifetime cost per month (training, serving, idle, energy), totals, and a comparison."""
