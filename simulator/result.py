@@ -13,7 +13,8 @@ decode tokens it produced — steps inside a run differ by a few context tokens'
 mean stands for each of them.
 Throughputs divide by the makespan (first arrival → last completion).
 Reasoning: `thinking_tok` of a request's `output_tok` are thinking; `answer_tok` = the rest.
-When some requests reason, `summary()["reasoning"]` splits TTFT/TPOT/E2E by reasoning on/off.
+When some requests reason, `summary()["reasoning"]` splits TTFT/TPOT/E2E by reasoning on/off and
+adds the time to the first *answer* token (`ttfa_s`, `time_to_first_answer_s`).
 A cluster run (`simulator/cluster.py`) puts its GPU-seconds actually provisioned (autoscaling)
 and per-replica utilisation in `meta["cluster"]`; the summary reports them under "cluster".
 """
@@ -133,6 +134,7 @@ class Result:
                     "num_requests": int(sel.sum()),
                     "thinking_tok_mean": float(r.loc[sel, "thinking_tok"].mean()) if sel.any() else float("nan"),
                     **{k: _pcts(r.loc[sel, k].to_numpy()) for k in ("ttft_s", "tpot_s", "e2e_s")},
+                    "ttfa_s": _pcts(time_to_first_answer_s(r.loc[sel])),
                     "slo_attainment": float(r.loc[sel, "met_slo"].mean()) if sel.any() else float("nan"),
                 }
                 for label, sel in (("on", r["reasoning_on"].to_numpy()), ("off", ~r["reasoning_on"].to_numpy()))
@@ -143,6 +145,15 @@ class Result:
         """Identical simulated outcome (wall-clock time excluded)."""
         strip = lambda d: {k: v for k, v in d.items() if k != "sim_wall_s"}  # noqa: E731
         return self.requests.equals(other.requests) and self.steps.equals(other.steps) and strip(self.meta) == strip(other.meta)
+
+
+def time_to_first_answer_s(r: pd.DataFrame) -> np.ndarray:
+    """When the user sees the answer start: TTFT plus the thinking tokens at the request's mean
+    decode pace (tpot_s). Runs of steps keep no per-token times, so the thinking's end is
+    interpolated; exact when the request's steps all took the same time. No thinking: TTFT."""
+    think = r["thinking_tok"].to_numpy()
+    tpot = np.nan_to_num(r["tpot_s"].to_numpy())
+    return r["ttft_s"].to_numpy() + np.where(think > 0, np.minimum(think, r["output_tok"].to_numpy() - 1) * tpot, 0.0)
 
 
 def build_requests_frame(requests, output_tok, sched_s, first_s, finish_s, preemptions, hit_tok, slo) -> pd.DataFrame:

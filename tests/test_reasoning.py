@@ -66,6 +66,9 @@ def test_results_split_latency_by_reasoning_on_and_off():
     assert on["e2e_s"]["p50"] > 3 * off["e2e_s"]["p50"]  # thousands of thinking tokens before the answer
     assert summary["answer_tok_s"] < summary["throughput_tok_s"]
     assert off["thinking_tok_mean"] == 0
+    # the answer starts after the thinking: between the first token and the last
+    assert on["ttft_s"]["p50"] < on["ttfa_s"]["p50"] < on["e2e_s"]["p50"]
+    assert off["ttfa_s"] == off["ttft_s"]
 
 
 def test_reasoning_on_more_traffic_needs_more_gpu_time():
