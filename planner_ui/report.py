@@ -90,9 +90,10 @@ def predictor_section(scenario: Scenario) -> Section:
 FIDELITY_FILE = "fidelity.json"  # `calibrate.validate.write_fidelity`'s default, next to the Profile
 
 
-def fidelity_summary(scenario: Scenario, profile: Any) -> pd.DataFrame | None:
-    """The fidelity report's summary (set, metric, runs, mean and max |relative error|) from
-    `fidelity.json` beside the Profile in use, or None when no validation was written."""
+def read_fidelity(scenario: Scenario, profile: Any) -> dict[str, Any] | None:
+    """The `fidelity.json` that `calibrate.validate.write_fidelity` wrote beside the Profile in
+    use (the Profile file the scenario names, else the stored `<gpu>/<engine>` one), or None when
+    no validation was written. The one reader of that file for the report and the planner."""
     import json
 
     from models.profile import profile_path
@@ -102,7 +103,15 @@ def fidelity_summary(scenario: Scenario, profile: Any) -> pd.DataFrame | None:
     path = folder / FIDELITY_FILE
     if not path.is_file():
         return None
-    data = json.loads(path.read_text(encoding="utf-8"))
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def fidelity_summary(scenario: Scenario, profile: Any) -> pd.DataFrame | None:
+    """The fidelity report's summary (set, metric, runs, mean and max |relative error|) from
+    `fidelity.json` beside the Profile in use, or None when no validation was written."""
+    data = read_fidelity(scenario, profile)
+    if data is None:
+        return None
     rows = [
         {"set": name, "metric": metric, "runs": v.get("n"), "mean_abs_error": v.get("mean_abs_error"), "max_abs_error": v.get("max_abs_error")}
         for name, block in (data.get("summary") or {}).items()
