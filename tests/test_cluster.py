@@ -225,3 +225,15 @@ def test_capacity_search_prunes_a_tp_that_cannot_shard_the_kv_heads():
 
     fits, why = memory_verdict(Scenario.model_validate({"model": {"name": "Qwen2.5-7B"}, "gpu": {"tensor_parallel": 7}}))
     assert not fits and "KV heads" in why
+
+
+@pytest.mark.parametrize("name", ["llama8b_cluster_reasoning_h100.yaml", "llama8b_disagg_h100.yaml"])
+def test_the_cluster_examples_simulate(name):
+    from pathlib import Path
+
+    from simulator.scenario import load_scenario
+
+    s = load_scenario(Path(__file__).resolve().parents[1] / "examples" / name)
+    summary = simulate(s, num_requests=300).summary()
+    assert summary["finished"] == 300 and summary["gpu_seconds"] > 0
+    assert ("prefill" in summary["cluster"]) == s.cluster.disaggregated.enabled
