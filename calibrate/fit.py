@@ -5,9 +5,12 @@ with the versioned `models.profile.Profile` out); `load_runs(dir)` reads every `
 and the probe of a calibration folder. The three fits are independent:
 
 1. **Step time** (`fit_step_time`). The simulator charges an engine iteration
-       t = c0_s + c0_layer_s·num_layers + c1·linear_FLOPs/peak + c2·weight_bytes/BW
-             + c3·attn_prefill_FLOPs/peak + c4·KV_bytes_read/BW    (DESIGN.md, predictor)
-   which is linear in the coefficients. The feature of coefficient k for a step is therefore the time
+       t = c0_s + c0_layer_s·num_layers + c0_seq_s·num_seqs + c1·linear_FLOPs/peak
+             + c2·weight_bytes/BW + c3·attn_prefill_FLOPs/peak + c4·KV_bytes_read/BW    (DESIGN.md, predictor)
+   which is linear in the coefficients. For the transformers CB engine (`attention_padding_of`:
+   one masked attention over the whole step, buffers padded for CUDA graphs) the features are
+   the padded sizes the engine computes and c3 prices its score matrix (`simulator.predictor.
+   padded_attention`, `FittedPredictor._padded_lines`); c0_seq_s is its per-request host work. The feature of coefficient k for a step is therefore the time
    `FittedPredictor` itself predicts with the unit vector e_k as coefficients
    (`feature_matrix`): the fit and the simulator cannot disagree on a feature, whatever the
    predictor's bookkeeping (context conventions, prefill pairs, future terms). An *observation*

@@ -86,7 +86,10 @@ class AttentionPadding(_Section):
     and values, whatever each request's own context. With CUDA graphs the query count is rounded
     up to a multiple of `q_interval_tok` (≤ `max_q_tok`) and the keys read from the cache to a
     multiple of `kv_interval_tok` (≥ one interval even when nothing is cached; ≤ `max_kv_tok`);
-    without padding both intervals are 1. None on a StepTimeCoeffs: per-request causal
+    without padding both intervals are 1. With a padding rule the fitted predictor prices the
+    attention as c3 bf16 passes over the q_pad × kv_tok score matrix of every query head and
+    layer (a masked SDPA materialises it), and the KV term on the kv_tok keys gathered.
+    None on a StepTimeCoeffs: per-request causal
     attention (vLLM's kernels), the features are the unpadded ones.
     """
 

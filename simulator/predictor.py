@@ -30,7 +30,9 @@ Two implementations behind one small interface (`StepTimePredictor`):
 * `FittedPredictor` — the DESIGN.md form with coefficients from a calibration Profile:
       t = c0_s + c0_layer_s·num_layers + c0_seq_s·num_seqs + c1·linear_FLOPs/peak
             + c2·weight_bytes/BW + c3·attn_prefill_FLOPs/peak + c4·KV_bytes_read/BW
-  (on an engine with `attention_padding`, the padded sizes: `padded_attention`) with peak and BW the Profile's *measured* ceilings. c0_s ~ 1e-3…1e-2 s (scheduler, sampling,
+  (on an engine with `attention_padding` — transformers CB — the padded sizes of
+  `padded_attention`, with the attention priced as c3 passes over its bf16 score matrix at BW
+  rather than FLOPs at peak, see `FittedPredictor._padded_lines`) with peak and BW the Profile's *measured* ceilings. c0_s ~ 1e-3…1e-2 s (scheduler, sampling,
   launches); c1…c4 ~ 1…3 (inverse efficiencies).
 
 A per-weight-format factor multiplies the step time (dequantisation overhead). It is 1.0 until a
@@ -54,6 +56,7 @@ from models.errors import LifecostError
 
 # Per-weight-format step-time multipliers before calibration: 1.0 (see module docstring).
 DEFAULT_QUANT_FACTOR = 1.0
+SCORE_BYTES = 2  # one bf16 attention score (padded masked attention, `AttentionPadding`)
 
 
 @dataclass(slots=True)
@@ -334,6 +337,11 @@ class FittedPredictor(_LinePredictor):
         self._s_swap_out_per_tok = c.kv_bytes_per_tok / ((ceil.d2h_gb_s or gpu.host_link_gb_s) * 1e9)
         self._pad = st.attention_padding  # None: per-request causal attention (vLLM)
         self._s_per_seq = st.c0_seq_s * q  # per scheduled sequence host time (Profile `c0_seq_s`)
+        if self._pad is not None:
+            # masked attention over the batch materialises one score per (query head, query, key)
+            # in every layer: c3 counts bf16 passes over that matrix at the measured bandwidth
+            heads = card.num_attention_heads / tp
+            self._s_per_score_pair = self.c3 * card.num_layers * heads * SCORE_BYTES / self.bytes_s * q
 
 
     def _lines(self, f: StepFeatures) -> tuple[Line, ...]:
@@ -356,7 +364,13 @@ class FittedPredictor(_LinePredictor):
 
     def _padded_lines(self, f: StepFeatures) -> tuple[Line, ...]:
         """The step on padded batch buffers (`padded_attention`): the GEMMs run on the padded
-        queries, the scores on q_pad × kv_tok pairs, the KV gather on kv_tok tokens. Over a run
+        queries, the KV gather on kv_tok tokens, and the masked attention materialises
+        q_pad × kv_tok scores per query head and layer. That matrix, not the FLOPs, sets the
+        attention's cost: a masked SDPA cannot use the fused flash kernel, so each score is
+        written and read back (mask, softmax) — c3 is the number of bf16 passes over it. Its
+        size follows the query heads, not their width: on the H100 the 8B (32 heads of 128)
+        prefilled 2048 tokens at about 2.2× the 1B's (32 heads of 64) attention time, not the 4× its
+        FLOPs per (query, key) pair would say. Over a run
         of decode steps the cached keys grow by D per step; the padded size grows in steps of
         one interval, on average by D per step, which is the slope used (exact at j = 0)."""
         q_pad, pairs, kv_tok = padded_attention(f, self._pad)
@@ -371,10 +385,10 @@ class FittedPredictor(_LinePredictor):
             - (self._s_routed * self._skip**tokens if self._s_routed else 0.0)
             + self._s_per_tok * q_pad
             + self._s_comm_per_tok * tokens
-            + self._s_per_pair * pairs
+            + self._s_per_score_pair * pairs
             + kv * kv_tok
         )
-        return ((a, (self._s_per_pair * q_pad + kv) * f.decode_tok),)
+        return ((a, (self._s_per_score_pair * q_pad + kv) * f.decode_tok),)
 
 
 def make_predictor(scenario, card=None, gpu=None, profiles_dir=None) -> StepTimePredictor:

@@ -65,8 +65,10 @@ def test_padded_step_time_charges_the_padded_sizes():
     c = p.costs
     f = StepFeatures(decode_tok=5, decode_ctx_tok=5 * 300, num_seqs=5)
     q_pad, pairs, kv_tok = padded_attention(f, PAD)
+    # scores: one bf16 value per (query head, query, key) in every layer, c3 passes over them
+    score_bytes = L1B.num_layers * L1B.num_attention_heads * 2 * pairs
     expected = (0.004 + 5 * 1e-4 + 1.2 * c.weight_bytes / 2.96e12 + 1.1 * c.linear_flops_per_tok * q_pad / 770e12
-                + 1.5 * c.attn_flops_per_pair * pairs / 770e12 + 1.3 * c.kv_bytes_per_tok * kv_tok / 2.96e12)
+                + 1.5 * score_bytes / 2.96e12 + 1.3 * c.kv_bytes_per_tok * kv_tok / 2.96e12)
     assert p.step_time_s(f) == pytest.approx(expected, rel=1e-12)
     # one decode and 64 decodes pad to the same buffers: only the per-sequence host time differs
     one = StepFeatures(decode_tok=1, decode_ctx_tok=300, num_seqs=1)
@@ -85,7 +87,7 @@ def test_padded_decode_runs_sum_their_steps_at_mean_growth(batch, ctx, k):
     total = p.run_time_s(f, k)
     assert total >= k * first * (1 - 1e-12)
     q_pad = padded_attention(f, PAD)[0]
-    slope = (p._s_per_pair * q_pad + p._s_per_kv_tok) * batch
+    slope = (p._s_per_score_pair * q_pad + p._s_per_kv_tok) * batch
     assert math.isclose(total, k * first + slope * k * (k - 1) / 2, rel_tol=1e-9)
 
 
