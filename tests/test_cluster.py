@@ -42,7 +42,10 @@ def cluster_setups(draw):
         },
     }
     tp = draw(st.sampled_from([1, 2]))  # Llama-3.2-1B: 32 heads, 8 KV heads
-    return scenario.with_changes(cluster=cluster, **{"gpu.tensor_parallel": tp}), reqs, kv_blocks
+    # the replica-level switches too: tiered KV offload and speculative decoding
+    offload = {"enabled": scenario.engine.enable_prefix_caching and draw(st.booleans()), "tiers": [{"name": "host", "capacity_gib": 0.01}]}
+    speculative = {"method": draw(st.sampled_from(["none", "ngram"])), "num_draft_tok": 3, "acceptance_rate": 0.6}
+    return scenario.with_changes(cluster=cluster, offload=offload, speculative=speculative, **{"gpu.tensor_parallel": tp}), reqs, kv_blocks
 
 
 def check_cluster_invariants(scenario, reqs, kv_blocks, res) -> None:
