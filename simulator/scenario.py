@@ -240,6 +240,11 @@ class SpeculativeSpec(_Part):
 
 
 class AutoscaleSpec(_Part):
+    """Autoscaling (`simulator/autoscale.py`): every `interval_s` the pool wants
+    ⌈outstanding tokens ÷ target_outstanding_tok⌉ replicas within [min, max]; it scales out above
+    the target, in below half of it; a new replica serves after `cold_start_s` but is paid for
+    from the decision. Applies to each pool of a disaggregated cluster."""
+
     enabled: bool = False
     min_replicas: int = Field(1, ge=1)
     max_replicas: int = Field(8, ge=1)
@@ -249,7 +254,9 @@ class AutoscaleSpec(_Part):
 
 
 class DisaggSpec(_Part):
-    """Disaggregated prefill/decode pools with KV transfer over a link (Splitwise, DistServe)."""
+    """Disaggregated prefill/decode pools with KV transfer over a link (Splitwise, DistServe;
+    `simulator/disagg.py`). Per-GPU one-way bandwidth by `link`: nvlink 450 GB/s, infiniband
+    50 GB/s (400 Gb/s NDR), ethernet 12.5 GB/s (100 GbE); `link_gb_s` overrides it."""
 
     enabled: bool = False
     prefill_replicas: int = Field(1, ge=1)
@@ -259,7 +266,8 @@ class DisaggSpec(_Part):
 
 
 class ClusterSpec(_Part):
-    """Many replicas of the engine behind a router."""
+    """Many replicas of the engine behind a router (`simulator/cluster.py`, `router.py`); each
+    replica is `gpu.tensor_parallel` GPUs. With disaggregation the pools' sizes replace `replicas`."""
 
     replicas: int = Field(1, ge=1)
     router: Literal["round_robin", "random", "least_outstanding_tokens", "prefix_affinity"] = "round_robin"
