@@ -106,7 +106,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON to stdout."),
         out: Path = typer.Option(None, "--out", help="Also write requests.parquet, steps.parquet and summary.json here."),
     ) -> None:
-        """Simulate one vLLM-style replica serving the scenario's workload."""
+        """Simulate the scenario's serving: one vLLM-style replica, or the cluster its `cluster:` section describes."""
         from simulator.engine import simulate
 
         if requests is not None and requests < 1:
