@@ -88,7 +88,8 @@ class AttentionPadding(_Section):
     multiple of `kv_interval_tok` (≥ one interval even when nothing is cached; ≤ `max_kv_tok`);
     without padding both intervals are 1. With a padding rule the fitted predictor prices the
     attention as c3 bf16 passes over the q_pad × kv_tok score matrix of every query head and
-    layer (a masked SDPA materialises it), and the KV term on the kv_tok keys gathered.
+    layer (a masked SDPA materialises it), and the KV term on the kv_tok keys gathered, whose
+    K/V bytes move 3 + 2g times (gather, `repeat_kv` to the g query heads per KV head, read).
     None on a StepTimeCoeffs: per-request causal
     attention (vLLM's kernels), the features are the unpadded ones.
     """

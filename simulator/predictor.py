@@ -342,6 +342,11 @@ class FittedPredictor(_LinePredictor):
             # in every layer: c3 counts bf16 passes over that matrix at the measured bandwidth
             heads = card.num_attention_heads / tp
             self._s_per_score_pair = self.c3 * card.num_layers * heads * SCORE_BYTES / self.bytes_s * q
+            # each gathered key's K/V bytes move 3 + 2g times (g = query heads per KV head): the
+            # cache gather reads and writes them, repeat_kv reads them and writes g copies (a
+            # masked SDPA gets no GQA), the attention kernel reads the g copies
+            group = card.num_attention_heads / max(1, card.num_kv_heads)
+            self._s_per_gathered_key = self._s_per_kv_tok * (3 + 2 * group)
 
 
     def _lines(self, f: StepFeatures) -> tuple[Line, ...]:
@@ -370,12 +375,14 @@ class FittedPredictor(_LinePredictor):
         written and read back (mask, softmax) — c3 is the number of bf16 passes over it. Its
         size follows the query heads, not their width: on the H100 the 8B (32 heads of 128)
         prefilled 2048 tokens at about 2.2× the 1B's (32 heads of 64) attention time, not the 4× its
-        FLOPs per (query, key) pair would say. Over a run
+        FLOPs per (query, key) pair would say. The KV term moves each gathered key's K/V
+        3 + 2g times (g query heads per KV head; transformers `cache_allocators` gather, then
+        `repeat_kv` because a masked SDPA runs without GQA, then the kernel's read). Over a run
         of decode steps the cached keys grow by D per step; the padded size grows in steps of
         one interval, on average by D per step, which is the slope used (exact at j = 0)."""
         q_pad, pairs, kv_tok = padded_attention(f, self._pad)
         tokens = f.prefill_tok + f.decode_tok
-        kv = self._s_per_kv_tok
+        kv = self._s_per_gathered_key
         a = (
             f.kv_load_s
             + f.swap_in_tok * self._s_swap_in_per_tok

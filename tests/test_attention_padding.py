@@ -65,10 +65,12 @@ def test_padded_step_time_charges_the_padded_sizes():
     c = p.costs
     f = StepFeatures(decode_tok=5, decode_ctx_tok=5 * 300, num_seqs=5)
     q_pad, pairs, kv_tok = padded_attention(f, PAD)
-    # scores: one bf16 value per (query head, query, key) in every layer, c3 passes over them
+    # scores: one bf16 value per (query head, query, key) in every layer, c3 passes over them;
+    # gathered keys: K/V bytes moved 3 + 2g times, g = 32 query heads / 8 KV heads = 4 on Llama-3.2-1B
+    assert L1B.num_attention_heads // L1B.num_kv_heads == 4
     score_bytes = L1B.num_layers * L1B.num_attention_heads * 2 * pairs
     expected = (0.004 + 5 * 1e-4 + 1.2 * c.weight_bytes / 2.96e12 + 1.1 * c.linear_flops_per_tok * q_pad / 770e12
-                + 1.5 * score_bytes / 2.96e12 + 1.3 * c.kv_bytes_per_tok * kv_tok / 2.96e12)
+                + 1.5 * score_bytes / 2.96e12 + 1.3 * c.kv_bytes_per_tok * (3 + 2 * 4) * kv_tok / 2.96e12)
     assert p.step_time_s(f) == pytest.approx(expected, rel=1e-12)
     # one decode and 64 decodes pad to the same buffers: only the per-sequence host time differs
     one = StepFeatures(decode_tok=1, decode_ctx_tok=300, num_seqs=1)
@@ -87,7 +89,7 @@ def test_padded_decode_runs_sum_their_steps_at_mean_growth(batch, ctx, k):
     total = p.run_time_s(f, k)
     assert total >= k * first * (1 - 1e-12)
     q_pad = padded_attention(f, PAD)[0]
-    slope = (p._s_per_score_pair * q_pad + p._s_per_kv_tok) * batch
+    slope = (p._s_per_score_pair * q_pad + p._s_per_gathered_key) * batch
     assert math.isclose(total, k * first + slope * k * (k - 1) / 2, rel_tol=1e-9)
 
 
