@@ -302,7 +302,9 @@ def _random_config(draw):
     kv = draw(st.sampled_from([1, 2, 4]))
     heads = kv * draw(st.integers(1, 4))
     head_dim = draw(st.sampled_from([16, 32]))
-    cfg = dict(model_type=family, hidden_size=draw(st.sampled_from([64, 96, 128])), num_attention_heads=heads,
+    # transformers validates hidden_size % heads == 0 (and RoPE needs an even implied head_dim)
+    hidden = heads * draw(st.sampled_from([16, 32]))
+    cfg = dict(model_type=family, hidden_size=hidden, num_attention_heads=heads,
                num_key_value_heads=kv, num_hidden_layers=draw(st.integers(1, 4)),
                intermediate_size=draw(st.sampled_from([64, 160])), vocab_size=draw(st.sampled_from([97, 256])),
                tie_word_embeddings=draw(st.booleans()), max_position_embeddings=512)
