@@ -8,7 +8,13 @@ prints.
 Serving (`replay_serving`): each `serve_replay` record is re-run through `simulator.simulate`
 with the *same* requests (arrival times, prompt and output lengths, from the record), the same
 engine settings (per-step token budget, max sequences, KV block size and block count — the
-engine's own figures from the record) and the Profile's `FittedPredictor`. Measured and
+engine's own figures from the record) and the Profile's `FittedPredictor` (for the transformers CB
+engine, requests submitted back-to-back enter it together: `engine_pickup_s`). The simulator's
+scheduler is the engine's for these runs: transformers CB's FIFO scheduler also serves decoding
+requests first, then prefilling ones, then waiting ones, splits the last prompt at the
+`max_batch_tokens` budget and caps a batch at `max_requests_per_batch`; its extra limits (the KV
+read budget of num_blocks × block_size tokens, the 15 % free-block safety margin) never bind in
+the H100 runs (at most 60 % of the blocks held even if every request of a run were resident). Measured and
 simulated per-request timestamps both go through `calibrate.serve_base.summarize`, so every
 metric — throughput (output tok/s, total tok/s, req/s over the makespan), TTFT / TPOT / E2E p50
 and p99 — has one definition on both sides.
