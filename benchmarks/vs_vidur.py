@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import subprocess
@@ -221,22 +220,28 @@ def save_results(path: Path, vidur: dict[str, dict[str, Any]], lifecost: dict[st
 def table(sizes: list[int], vidur: dict[str, dict[str, Any]], lifecost: dict[str, dict[str, Any]], vidur_source: str):
     from rich.table import Table
 
-    t = Table(title=f"lifecost vs Vidur — Llama-3-8B, 1× A100-80GB, fixed 512/128 at 8 qps (Vidur: {vidur_source})")
+    t = Table(title=f"lifecost vs Vidur: Llama-3-8B, 1× A100-80GB, fixed 512/128 at 8 qps (Vidur: {vidur_source})", title_justify="left")
     t.add_column("metric", style="bold")
     for n in sizes:
         t.add_column(f"Vidur {n:,}", justify="right")
         t.add_column(f"lifecost {n:,}", justify="right")
-        t.add_column("ratio", justify="right")
+        t.add_column("lifecost/Vidur", justify="right")
     rows = [("wall_s", "wall time (s)"), ("peak_rss_mb", "peak RSS (MB)"), *METRIC_ROWS]
+    fmt = lambda x: "—" if x is None else f"{x:.4g}"  # noqa: E731  (— : not in the saved figures)
     for key, label in rows:
         cells = []
         for n in sizes:
-            v, l = vidur[str(n)][key], lifecost[str(n)][key]
-            ratio = l / v if v else math.nan
-            cells += [f"{v:.4g}", f"{l:.4g}", f"{ratio:.2f}×"]
+            v, l = vidur[str(n)].get(key), lifecost[str(n)].get(key)
+            ratio = f"{l / v:.2f}×" if v and l is not None else "—"
+            cells += [fmt(v), fmt(l), ratio]
         t.add_row(label, *cells)
-    t.add_row("speed-up (Vidur wall / lifecost wall)", *[c for n in sizes for c in ("", "", f"{vidur[str(n)]['wall_s'] / lifecost[str(n)]['wall_s']:.1f}×")])
+    t.add_row("speed-up (Vidur wall / lifecost wall)", *[c for n in sizes for c in ("", "", f"{speed_up(vidur[str(n)], lifecost[str(n)])}")])
     return t
+
+
+def speed_up(vidur: dict[str, Any], lifecost: dict[str, Any]) -> str:
+    v, l = vidur.get("wall_s"), lifecost.get("wall_s")
+    return f"{v / l:.1f}×" if v and l else "—"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -257,7 +262,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from rich.console import Console
 
-    err, out = Console(stderr=True), Console()
+    err = Console(stderr=True)
+    out = Console() if sys.stdout.isatty() else Console(width=150)  # pipes/logs: no wrapping
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     for n in sizes:
         for vidur_format in (False, True):
