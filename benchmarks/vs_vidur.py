@@ -198,7 +198,10 @@ def worker(trace: Path, out: Path) -> None:
 def load_saved_vidur(path: Path) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         raise SystemExit(f"--skip-vidur needs measured Vidur figures in {path}; run once without it")
-    return json.loads(path.read_text())["vidur"]
+    doc = json.loads(path.read_text())
+    if "vidur_source" in doc:
+        print(f"Vidur figures: {doc['vidur_source']}", file=sys.stderr)
+    return doc["vidur"]
 
 
 def save_results(path: Path, vidur: dict[str, dict[str, Any]], lifecost: dict[str, dict[str, Any]], python: Path) -> None:
@@ -207,7 +210,7 @@ def save_results(path: Path, vidur: dict[str, dict[str, Any]], lifecost: dict[st
         "what": "benchmarks/vs_vidur.py: Vidur 0.0.26 vs lifecost on the shared fixed 512/128, 8 qps workloads",
         "measured_at_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "vidur_python": str(python),
+        "vidur_source": f"measured by benchmarks/vs_vidur.py (Vidur run via run_vidur.sh with {python})",
         "vidur": vidur,
         "lifecost": lifecost,
     }
