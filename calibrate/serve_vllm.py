@@ -51,6 +51,24 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from calibrate.runlog import RunLog
+
+# vLLM configures its logger when first imported and writes to stdout by default; lifecost keeps
+# stdout for results (`--json`), so its logs go to stderr unless the user chose a stream.
+_USER_CHOSE_VLLM_LOG_STREAM = "VLLM_LOGGING_STREAM" in os.environ
+os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+
+
+def _vllm_logs_to_stderr() -> None:
+    """Re-point vLLM's log handlers at stderr when vllm was imported before us (its logger was
+    then configured for stdout, e.g. by a caller's `import vllm`)."""
+    import logging
+
+    if _USER_CHOSE_VLLM_LOG_STREAM:
+        return
+    for name in ("vllm", *[n for n in logging.root.manager.loggerDict if n.startswith("vllm.")]):
+        for h in logging.getLogger(name).handlers:
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) and h.stream is not sys.stderr:
+                h.setStream(sys.stderr)
 from calibrate.serve_base import (ServedRequest, ServeRequest, burst, pure_decode_step_s, replay_record,
                                   workload_key)
 from calibrate.tiny_model import prompt_token_ids
@@ -248,6 +266,7 @@ class VllmBackend:
 
         from vllm.platforms import current_platform
 
+        _vllm_logs_to_stderr()
         self.device = current_platform.device_type
         # In-process engine core: arrivals are honoured by our loop, and the scheduler is
         # observable. The CPU build also sizes its KV cache from the environment.

@@ -171,11 +171,9 @@ def all_cmd(
 ) -> None:
     """probe → train → serve → fit → validate on this machine; prints the held-out errors."""
     import contextlib
-    import os
 
-    # stdout carries results only: vLLM logs to stdout unless told otherwise, and any library
-    # print during the measurements goes to stderr with the progress
-    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    # stdout carries results only: any library print during the measurements goes to stderr with
+    # the progress (calibrate.serve_vllm already points vLLM's own logger at stderr)
     from calibrate.pipeline import PipelineConfig, run_all
 
     cfg = PipelineConfig(out=out, model_fit=model_fit, model_heldout=model_heldout, backend=backend, quick=quick, url=url,
