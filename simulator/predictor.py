@@ -348,6 +348,18 @@ class FittedPredictor(_LinePredictor):
             group = card.num_attention_heads / max(1, card.num_kv_heads)
             self._s_per_gathered_key = self._s_per_kv_tok * (3 + 2 * group)
 
+    def _host_and_copies_s(self, f: StepFeatures, tokens: int) -> float:
+        """The step's terms that do not depend on how attention is batched: KV loads from an
+        offload tier, swap copies, fixed and per-sequence host time, and the weight bytes of MoE
+        experts no token routed to (subtracted). Summed left to right, as both callers did."""
+        return (
+            f.kv_load_s
+            + f.swap_in_tok * self._s_swap_in_per_tok
+            + f.swap_out_tok * self._s_swap_out_per_tok
+            + self._s_fixed
+            + self._s_per_seq * f.num_seqs
+            - (self._s_routed * self._skip**tokens if self._s_routed else 0.0)
+        )
 
     def _lines(self, f: StepFeatures) -> tuple[Line, ...]:
         if self._pad is not None:
@@ -355,12 +367,7 @@ class FittedPredictor(_LinePredictor):
         tokens = f.prefill_tok + f.decode_tok
         kv = self._s_per_kv_tok
         a = (
-            f.kv_load_s
-            + f.swap_in_tok * self._s_swap_in_per_tok
-            + f.swap_out_tok * self._s_swap_out_per_tok
-            + self._s_fixed
-            + self._s_per_seq * f.num_seqs
-            - (self._s_routed * self._skip**tokens if self._s_routed else 0.0)
+            self._host_and_copies_s(f, tokens)
             + (self._s_per_tok + self._s_comm_per_tok) * tokens
             + self._s_per_pair * f.prefill_attn_pairs
             + kv * (f.decode_ctx_tok + f.prefill_ctx_tok)
@@ -384,12 +391,7 @@ class FittedPredictor(_LinePredictor):
         tokens = f.prefill_tok + f.decode_tok
         kv = self._s_per_gathered_key
         a = (
-            f.kv_load_s
-            + f.swap_in_tok * self._s_swap_in_per_tok
-            + f.swap_out_tok * self._s_swap_out_per_tok
-            + self._s_fixed
-            + self._s_per_seq * f.num_seqs
-            - (self._s_routed * self._skip**tokens if self._s_routed else 0.0)
+            self._host_and_copies_s(f, tokens)
             + self._s_per_tok * q_pad
             + self._s_comm_per_tok * tokens
             + self._s_per_score_pair * pairs
