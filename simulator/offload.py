@@ -152,19 +152,26 @@ class KvOffload:
 
     def drop_front(self, pid: int, blocks: int) -> None:
         """HBM now holds `blocks` more leading blocks of `pid` (recomputed): drop the duplicates below."""
+        self._remove_front(pid, blocks, "dropped_blocks", touch=False)
+
+    def _remove_front(self, pid: int, blocks: int, counter: str, *, touch: bool) -> None:
+        """Remove the chain's first `blocks` blocks tier by tier (top tier first), counting them in
+        the tier's `counter`; `touch` marks what is left of the chain most recently used."""
         for t in self.tiers:
             if blocks <= 0:
                 return
             have = t.segments.get(pid, 0)
-            take = min(have, blocks)
-            if take:
-                if take == have:
+            n = min(have, blocks)
+            if n:
+                if n == have:
                     del t.segments[pid]
                 else:
-                    t.segments[pid] = have - take
-                t.used_blocks -= take
-                t.dropped_blocks += take
-                blocks -= take
+                    t.segments[pid] = have - n
+                    if touch:
+                        t.segments.move_to_end(pid)
+                t.used_blocks -= n
+                setattr(t, counter, getattr(t, counter) + n)
+                blocks -= n
 
     def load_time_s(self, pid: int, blocks: int) -> float:
         """Seconds to bring the first `blocks` blocks of the chain up to HBM (tier by tier)."""
@@ -180,20 +187,7 @@ class KvOffload:
     def take(self, pid: int, blocks: int) -> float:
         """Move the first `blocks` blocks of the chain up to HBM; returns the load seconds."""
         s = self.load_time_s(pid, blocks)
-        for t in self.tiers:
-            if blocks <= 0:
-                break
-            have = t.segments.get(pid, 0)
-            n = min(have, blocks)
-            if n:
-                if n == have:
-                    del t.segments[pid]
-                else:
-                    t.segments[pid] = have - n
-                    t.segments.move_to_end(pid)
-                t.used_blocks -= n
-                t.hit_blocks += n
-                blocks -= n
+        self._remove_front(pid, blocks, "hit_blocks", touch=True)
         return s
 
     # -- the policy ----------------------------------------------------------------------------
