@@ -123,26 +123,16 @@ def decode_step_curve(digest: str, _scenario: Scenario):
     return pd.DataFrame(rows), ctx, predictor.name
 
 
-FIDELITY_FILE = "fidelity.json"  # `calibrate.validate.write_fidelity`'s default stem, next to the Profile
-
-
 def fidelity_frame(scenario: Scenario, profile):
     """The fidelity report's per-run rows (measured, predicted, signed relative error per metric)
-    from `fidelity.json` beside the Profile file, or None when no validation was written."""
-    import json
-    from pathlib import Path
-
+    from `fidelity.json` beside the Profile in use, or None when no validation was written."""
     import pandas as pd
 
-    from models.profile import profile_path
+    from planner_ui.report import read_fidelity
 
-    choice = scenario.engine.profile
-    folder = Path(choice).parent if choice not in ("auto", "roofline") and Path(choice).is_file() \
-        else profile_path(profile.gpu.catalog_name, profile.engine.name).parent
-    path = folder / FIDELITY_FILE
-    if not path.is_file():
+    data = read_fidelity(scenario, profile)
+    if data is None:
         return None
-    data = json.loads(path.read_text(encoding="utf-8"))
     rows = []
     for kind in ("serving", "training"):
         for run in data.get(kind) or []:
