@@ -137,10 +137,19 @@ class ArrivalSpec(_Part):
     """
 
     kind: Literal["poisson", "gamma", "diurnal", "trace"] = "poisson"
-    rate_qps: float | None = Field(4.0, gt=0)
+    rate_qps: float | None = Field(None, gt=0)  # 4.0 for synthetic arrivals when not given
     cv: float = Field(1.0, gt=0)
     diurnal_shape: list[float] | None = None
     trace_path: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_rate(cls, data: Any) -> Any:
+        """Synthetic arrivals default to 4 req/s; a trace replays at its own timestamps unless
+        `rate_qps` asks for time-scaling."""
+        if isinstance(data, dict) and data.get("kind", "poisson") != "trace" and "rate_qps" not in data:
+            data = {**data, "rate_qps": 4.0}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> "ArrivalSpec":

@@ -61,3 +61,10 @@ def test_a_missing_or_huge_file_is_a_one_line_error(tmp_path):
 def test_with_changes_revalidates():
     with pytest.raises(Exception):
         Scenario().with_changes(**{"engine.gpu_memory_utilization": 1.5})
+
+
+def test_a_trace_replays_at_its_own_timestamps_unless_a_rate_is_given():
+    own = parse_scenario("workload:\n  arrival:\n    kind: trace\n    trace_path: t.csv\n")
+    scaled = parse_scenario("workload:\n  arrival:\n    kind: trace\n    trace_path: t.csv\n    rate_qps: 2\n")
+    assert own.workload.arrival.rate_qps is None and scaled.workload.arrival.rate_qps == 2
+    assert Scenario().workload.arrival.rate_qps == 4.0  # synthetic arrivals keep their default
