@@ -103,7 +103,7 @@ class AttentionPadding(_Section):
 class StepTimeCoeffs(_Section):
     """Coefficients of the fitted step-time formula (DESIGN.md, "The step-time predictor").
 
-    t_step = c0_s + c0_layer_s·num_layers + c1·linear_FLOPs/peak + c2·weight_bytes/HBM_BW
+    t_step = c0_s + c0_layer_s·num_layers + c0_seq_s·num_seqs + c1·linear_FLOPs/peak + c2·weight_bytes/HBM_BW
              + c3·attn_prefill_FLOPs/peak + c4·KV_bytes_read/HBM_BW
     where peak = `Ceilings.gemm_bf16_tflops` and HBM_BW = `Ceilings.hbm_copy_tb_s` of the same
     Profile (the datasheet values when a ceiling is missing). c0_s is seconds (typically
