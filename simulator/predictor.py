@@ -49,6 +49,7 @@ run costs O(1) whatever its length.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -247,13 +248,14 @@ class StepTimePredictor(Protocol):
         """(steps, seconds) of such a run: `max_steps`, or fewer ending with the step during which `until_s` elapses."""
 
 
-class _LinePredictor:
+class _LinePredictor(ABC):
     """Shared machinery: a subclass says how a step's features map to linear pieces in j."""
 
     name = "base"
 
+    @abstractmethod
     def _lines(self, f: StepFeatures) -> tuple[Line, ...]:
-        raise NotImplementedError
+        """The step's time as one or two lines (a, b): step j of a decode run takes max(a + b·j)."""
 
     def step_time_s(self, f: StepFeatures) -> float:
         return max(a for a, _ in self._lines(f))
