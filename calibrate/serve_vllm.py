@@ -58,6 +58,18 @@ _USER_CHOSE_VLLM_LOG_STREAM = "VLLM_LOGGING_STREAM" in os.environ
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 
 
+class _CurrentStderr:
+    """A stream that writes to whatever `sys.stderr` is at the time of the write (a handler that
+    holds the stderr object of its creation breaks once that object is swapped and closed, as a
+    test runner's capture does)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def _vllm_logs_to_stderr() -> None:
     """Re-point vLLM's log handlers at stderr when vllm was imported before us (its logger was
     then configured for stdout, e.g. by a caller's `import vllm`)."""
@@ -65,10 +77,11 @@ def _vllm_logs_to_stderr() -> None:
 
     if _USER_CHOSE_VLLM_LOG_STREAM:
         return
-    for name in ("vllm", *[n for n in logging.root.manager.loggerDict if n.startswith("vllm.")]):
-        for h in logging.getLogger(name).handlers:
-            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) and h.stream is not sys.stderr:
-                h.setStream(sys.stderr)
+    for h in logging.getLogger("vllm").handlers:  # vLLM's own handler (vllm/logger.py's config)
+        if type(h) is logging.StreamHandler and not isinstance(h.stream, _CurrentStderr):
+            # not `setStream`: it flushes the old stream, which may already be closed
+            with h.lock:
+                h.stream = _CurrentStderr()
 from calibrate.serve_base import (ServedRequest, ServeRequest, burst, pure_decode_step_s, replay_record,
                                   workload_key)
 from calibrate.tiny_model import prompt_token_ids
