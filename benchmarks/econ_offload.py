@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 
 from models.errors import LifecostError
 from simulator.engine import prepare, simulate
 from simulator.offload import KvOffload
 from simulator.scenario import Scenario
-from simulator.workload import Requests
+from simulator.workload import Requests, multi_turn_sessions
 
 CASES = (  # (model, gpu, tensor_parallel, sessions)
     ("Llama-3.1-8B", "H100-SXM", 1, 60),
@@ -33,19 +32,8 @@ BREAK_EVEN = (("Llama-3.1-8B", 1), ("Llama-3.1-70B", 4))
 GPUS = ("H100-SXM", "A100-80GB", "L40S")
 
 
-def sessions(n_sessions: int, turns: int = 5, start_tok: int = 8000, grow_tok: int = 4000, out_tok: int = 150, think_s: float = 20.0, seed: int = 0) -> Requests:
-    rng = np.random.default_rng(seed)
-    rows = []
-    for s in range(n_sessions):
-        t, hist = rng.uniform(0, n_sessions * 0.25), start_tok
-        for _ in range(turns):
-            rows.append((t, hist + 300, out_tok, s, hist))
-            t += rng.exponential(think_s)
-            hist += grow_tok
-    a = np.array(sorted(rows))
-    n = len(a)
-    return Requests(arrival_s=a[:, 0], prompt_tok=a[:, 1].astype(np.int64), output_tok=a[:, 2].astype(np.int64), class_id=np.zeros(n, np.int16),
-                    priority=np.zeros(n, np.int64), prefix_id=a[:, 3].astype(np.int64), prefix_tok=a[:, 4].astype(np.int64), class_names=("chat",))
+def sessions(n_sessions: int, **kw) -> Requests:
+    return multi_turn_sessions(n_sessions, **kw)
 
 
 def scenario(model: str, gpu: str, tp: int, offload: bool, tiers=None) -> Scenario:

@@ -411,3 +411,23 @@ def _mix_classes(rng: np.random.Generator, n: int, weights: np.ndarray) -> np.nd
         return np.zeros(n, dtype=np.int16)
     cdf = np.cumsum(weights / weights.sum())
     return np.minimum(np.searchsorted(cdf, rng.random(n), side="right"), weights.shape[0] - 1).astype(np.int16)
+
+
+def multi_turn_sessions(n_sessions: int, turns: int = 5, start_tok: int = 8000, grow_tok: int = 4000, out_tok: int = 150,
+                        think_s: float = 20.0, seed: int = 0) -> Requests:
+    """Multi-turn chats, the workload where KV offload pays: each of `n_sessions` sessions starts
+    at a uniform time in [0, n_sessions/4) s and sends `turns` requests `think_s` (exponential)
+    apart; each turn re-sends the session's whole history (`start_tok`, growing by `grow_tok` per
+    turn) plus a 300-token new message, and the history is the shared prefix (prefix id = session)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(n_sessions):
+        t, hist = rng.uniform(0, n_sessions * 0.25), start_tok
+        for _ in range(turns):
+            rows.append((t, hist + 300, out_tok, s, hist))
+            t += rng.exponential(think_s)
+            hist += grow_tok
+    a = np.array(sorted(rows))
+    n = len(a)
+    return Requests(arrival_s=a[:, 0], prompt_tok=a[:, 1].astype(np.int64), output_tok=a[:, 2].astype(np.int64), class_id=np.zeros(n, np.int16),
+                    priority=np.zeros(n, np.int64), prefix_id=a[:, 3].astype(np.int64), prefix_tok=a[:, 4].astype(np.int64), class_names=("chat",))

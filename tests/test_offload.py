@@ -16,23 +16,12 @@ from simulator.engine import Recorder, SortedFeed, make_replica, prepare, simula
 from simulator.offload import KvOffload, TierConfig
 from simulator.scenario import Scenario, parse_scenario
 from simulator.scheduler import RequestState
-from simulator.workload import Requests
+from simulator.workload import Requests, multi_turn_sessions
 
 
-def sessions(n_sessions: int = 40, turns: int = 5, start_tok: int = 8000, grow_tok: int = 4000, out_tok: int = 150, think_s: float = 20.0, seed: int = 0) -> Requests:
+def sessions(n_sessions: int = 40, **kw) -> Requests:
     """Multi-turn chats: each turn re-sends the session's growing history (prefix id = session)."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for s in range(n_sessions):
-        t, hist = rng.uniform(0, n_sessions * 0.25), start_tok
-        for _ in range(turns):
-            rows.append((t, hist + 300, out_tok, s, hist))
-            t += rng.exponential(think_s)
-            hist += grow_tok
-    a = np.array(sorted(rows))
-    n = len(a)
-    return Requests(arrival_s=a[:, 0], prompt_tok=a[:, 1].astype(np.int64), output_tok=a[:, 2].astype(np.int64), class_id=np.zeros(n, np.int16),
-                    priority=np.zeros(n, np.int64), prefix_id=a[:, 3].astype(np.int64), prefix_tok=a[:, 4].astype(np.int64), class_names=("chat",))
+    return multi_turn_sessions(n_sessions, **kw)
 
 
 def _scenario(offload: bool, tiers=None, **engine) -> Scenario:
