@@ -51,7 +51,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from models.catalog import ModelCard, card_from_config, list_models, load_model
+from models.catalog import ModelCard, card_from_config, load_model
 from models.errors import LifecostError
 from models.gpus import GpuCard, load_gpu
 from models.profile import (AttentionPadding, Ceilings, EnergyTerms, FitStats, Profile, ProfileEngine, ProfileGpu,

@@ -138,8 +138,6 @@ def stage_train(cfg: PipelineConfig, fit_dir: Path, heldout_dir: Path, say: Say)
     `calibrate.train` records it."""
     import torch
 
-    from calibrate.train import TrainSession
-
     gpu = _on_gpu()
     threads = torch.get_num_threads()
     if not gpu:
