@@ -68,8 +68,8 @@ class PowerSampler:
             self._samples.append((time.perf_counter(), w))
             used = pynvml.nvmlDeviceGetMemoryInfo(h).used
             self._max_mem_used_b = max(self._max_mem_used_b, int(used))
-        except Exception:
-            pass  # a missed sample only coarsens the integral
+        except pynvml.NVMLError:  # a transient read failure: the integral just gets coarser
+            return
 
     def _loop(self) -> None:
         while not self._stop.is_set():
