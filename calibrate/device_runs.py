@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 from calibrate.runlog import RunLog, write_atomic
 from calibrate.serve_base import (ServeRequest, burst, poisson_requests, pure_decode_step_s, read_length_pairs,
-                                  replay_record, workload_key)
+                                  replay_record, summarize, workload_key)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRACE_CSV = REPO_ROOT / "tests" / "fixtures" / "calibrate_traces" / "splitwise_conv_head1000.csv"
@@ -150,7 +150,7 @@ def group_check(out: Path, budget_s: float, tiny: bool) -> list[dict[str, Any]]:
 
 
 def _train_row(rec: dict[str, Any]) -> dict[str, Any]:
-    adapter = f"r{rec['lora_r']}" if rec["method"] == "lora" else "full"
+    adapter = {"lora": f"r{rec['lora_r']}", "qlora": f"q{rec['lora_r']}"}.get(rec["method"], "full")
     row = {"what": f"{rec['model']} {adapter} s{rec['seq_len_tok']} b{rec['micro_batch']} ck{int(rec['grad_ckpt'])}"}
     if rec.get("error"):
         row["result"] = "OOM" if rec.get("oom") else rec["error"][:60]
@@ -159,6 +159,8 @@ def _train_row(rec: dict[str, Any]) -> dict[str, Any]:
                     "peak_alloc_gib": round(rec["max_allocated_gib"] or 0, 2),
                     "peak_resv_gib": round(rec["max_reserved_gib"] or 0, 2),
                     "W": round(rec["power"].get("mean_power_w") or 0)})
+        if rec.get("host_time_s"):
+            row["host_ms"] = round(rec["host_time_s"] * 1e3, 1)
     return row
 
 
@@ -178,12 +180,14 @@ def group_train(out: Path, budget_s: float, tiny: bool, plan: list | None = None
             log(f"train: budget spent, {len(todo) - i} runs left for a later call")
             break
         try:
-            if session is None or session.model_name != run.model:
+            base_quant = "nf4" if run.method == "qlora" else None
+            if session is None or session.model_name != run.model or session.base_quant != base_quant:
                 if session is not None:
                     session.close()
                     session = None
-                session = TrainSession(run.model, device=None if not tiny else "cpu")
-                log(f"built {run.model} ({session.params_total / 1e9:.2f} B) in {session.build_s:.1f} s")
+                session = TrainSession(run.model, device=None if not tiny else "cpu", base_quant=base_quant)
+                log(f"built {run.model}{' (NF4 base)' if base_quant else ''} ({session.params_total / 1e9:.2f} B) "
+                    f"in {session.build_s:.1f} s")
             t = time.perf_counter()
             rec = session.run(run)
             runlog.append(rec)
@@ -229,8 +233,11 @@ def group_serve(out: Path, budget_s: float, tiny: bool, plan: list[dict[str, Any
     gpu = ident["name"] if ident else "cpu"
     done = runlog.done_keys("serve_replay")
     rows = [_serve_row(r) for r in runlog.records("serve_replay")]
-    capacity: dict[str, float] = {r["model"]: r["summary"]["request_throughput_qps"]
-                                  for r in runlog.records("serve_replay") if r["workload"]["kind"] == "capacity"}
+    capacity: dict[str, float] = {}
+    for src in ([RunLog(Path(os.environ["LIFECOST_CAPACITY_LOG"]))] if os.environ.get("LIFECOST_CAPACITY_LOG") else []) + [runlog]:
+        capacity.update({r["model"]: r["summary"]["request_throughput_qps"]
+                         for r in src.records("serve_replay") if r["workload"]["kind"] == "capacity"
+                         and not r["workload"].get("warm")})
     backend = None
     for i, item in enumerate(items):
         if time.perf_counter() - _T0 > budget_s:
@@ -272,8 +279,13 @@ def group_serve(out: Path, budget_s: float, tiny: bool, plan: list[dict[str, Any
                 # an unrecorded short pass over the same (N, prompt) keeps that out of the timing.
                 backend.replay(burst(workload["n"], workload["prompt_tok"], 4))
                 extra["pre_pass_output_tok"] = 4
+            if workload.get("warm"):
+                cold = backend.replay(requests)
+                extra["cold_pass"] = {"summary": summarize(cold),
+                                      "graph_captures": _captures(backend.last_captures)}
             with PowerSampler() as power:
                 served = backend.replay(requests)
+            extra["graph_captures"] = _captures(backend.last_captures)
             rec = replay_record(key=key, backend=backend, model=model, gpu=gpu, workload=workload, served=served,
                                 extra={"engine_settings": backend.engine_settings(), "power": power.result(),
                                        "model_config": backend.config, **extra})
@@ -305,6 +317,14 @@ def group_serve(out: Path, budget_s: float, tiny: bool, plan: list[dict[str, Any
     return rows
 
 
+def _captures(captures: list[tuple[float, float]] | None) -> dict[str, Any] | None:
+    """The CUDA-graph captures of one replay: how many, their seconds, and when (from its start)."""
+    if captures is None:
+        return None
+    return {"count": len(captures), "total_s": sum(d for _, d in captures),
+            "at_s": [round(t, 4) for t, _ in captures], "seconds": [round(d, 4) for _, d in captures]}
+
+
 def _workload(item: dict[str, Any], lengths: list[tuple[int, int]],
               capacity: dict[str, float]) -> tuple[dict[str, Any], list[ServeRequest]]:
     """The workload description (for the record and key) and its requests."""
@@ -313,16 +333,17 @@ def _workload(item: dict[str, Any], lengths: list[tuple[int, int]],
         w = {"kind": "burst", "n": item["n"], "prompt_tok": item["prompt_tok"], "output_tok": item["output_tok"]}
         return w, burst(item["n"], item["prompt_tok"], item["output_tok"])
     caps = {"max_prompt_tok": item["max_prompt_tok"], "max_output_tok": item["max_output_tok"]}
+    warm = {"warm": True} if item.get("warm") else {}  # replayed once untimed first (steady state)
     src = {"lengths": TRACE_CSV.name, **caps, "seed": 0}
     if kind == "capacity":
         # A burst of trace-sampled requests: its request throughput is the saturated capacity
         # that the Poisson loads below are fractions of.
         reqs = [ServeRequest(0.0, r.prompt_tok, r.output_tok)
                 for r in poisson_requests(1.0, item["n"], lengths, seed=0, **caps)]
-        return {"kind": "capacity", "n": item["n"], **src}, reqs
+        return {"kind": "capacity", "n": item["n"], **src, **warm}, reqs
     rate = round(item["load"] * capacity[item["model"]], 4)
     n = max(20, int(rate * item["duration_s"]))
-    w = {"kind": "poisson", "load_fraction": item["load"], "rate_qps": rate, "num_requests": n, **src, "seed": 1}
+    w = {"kind": "poisson", "load_fraction": item["load"], "rate_qps": rate, "num_requests": n, **src, "seed": 1, **warm}
     return w, poisson_requests(rate, n, lengths, seed=1, **caps)
 
 
@@ -366,8 +387,52 @@ def group_repeat(out: Path, budget_s: float, tiny: bool) -> list[dict[str, Any]]
     return group_train(out, budget_s, tiny, plan=repeat_plan(tiny), log_name="train_repeat.jsonl")
 
 
+def host_plan(tiny: bool = False) -> list:
+    """The second training pass (`train_host.jsonl`): every run records its host (launch) time
+    beside its wall time, and QLoRA runs on an NF4 base join where bitsandbytes is present.
+    Priority: the held-out 8B set (10 timed steps), QLoRA on 8B and 1B, then the whole 1B fit
+    grid and the 3B points again — a second measurement of each key, from another machine start."""
+    from calibrate.train import TrainRun
+
+    if tiny:
+        return [TrainRun("tiny-llama", m, 32, 1, c, 8, warmup_steps=1, timed_steps=2)
+                for m in ("lora", "qlora") for c in (False, True)]
+    runs = [TrainRun(HELDOUT_MODEL, "lora", 2048, b, c, r, timed_steps=10)
+            for r in (16, 64) for b in (1, 4) for c in (False, True) if not (b == 4 and not c)]
+    runs += [TrainRun(HELDOUT_MODEL, "qlora", 2048, b, c, 16, timed_steps=8) for b in (1, 4) for c in (False, True)]
+    runs += [TrainRun(FIT_MODEL, "qlora", s, b, c, 16) for s in (1024, 2048, 4096) for b in (1, 4) for c in (False, True)]
+    return runs + [r for r in train_plan() if r.model != HELDOUT_MODEL]
+
+
+def group_host(out: Path, budget_s: float, tiny: bool) -> list[dict[str, Any]]:
+    return group_train(out, budget_s, tiny, plan=host_plan(tiny), log_name="train_host.jsonl")
+
+
+def warm_plan(tiny: bool = False) -> list[dict[str, Any]]:
+    """Steady-state serving (`serve_warm.jsonl`): each trace replay runs twice on one engine, the
+    first pass untimed — it meets the batch shapes and the engine captures their CUDA graphs —
+    the second recorded, with the captures of both passes timed. Loads as in `serve_plan`, at the
+    capacities the first serving pass measured (`--capacity-log`), so the keys line up."""
+    if tiny:
+        return [{"model": "tiny-llama", "kind": "poisson", "load": 0.5, "duration_s": 1.0, "max_prompt_tok": 64,
+                 "max_output_tok": 8, "warm": True}]
+    caps = {"max_prompt_tok": 4096, "max_output_tok": 512, "warm": True}
+    plan = [{"model": FIT_MODEL, "kind": "poisson", "load": ld, "duration_s": d, **caps}
+            for ld, d in ((0.25, 25.0), (0.5, 25.0), (0.75, 25.0), (0.9, 30.0))]
+    plan += [{"model": HELDOUT_MODEL, "kind": "poisson", "load": ld, "duration_s": d, **caps}
+             for ld, d in ((0.3, 25.0), (0.7, 25.0), (0.9, 30.0))]
+    plan += [{"model": MID_MODEL, "kind": "poisson", "load": 0.5, "duration_s": 25.0, **caps}]
+    plan += [{"model": m, "kind": "capacity", "n": 64, **caps} for m in (HELDOUT_MODEL, MID_MODEL, FIT_MODEL)]
+    return plan
+
+
+def group_warm(out: Path, budget_s: float, tiny: bool) -> list[dict[str, Any]]:
+    return group_serve(out, budget_s, tiny, plan=warm_plan(tiny), log_name="serve_warm.jsonl")
+
+
 GROUPS: dict[str, Callable[[Path, float, bool], list[dict[str, Any]]]] = {
-    "check": group_check, "train": group_train, "serve": group_serve, "repeat": group_repeat}
+    "check": group_check, "train": group_train, "serve": group_serve, "repeat": group_repeat, "host": group_host,
+    "warm": group_warm}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -377,7 +442,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-s", type=float, default=480.0, help="stop starting runs after this many seconds")
     ap.add_argument("--seed-log", help="an earlier log of this group to resume from")
     ap.add_argument("--tiny", action="store_true", help="tiny model on CPU: the same code path, in seconds")
+    ap.add_argument("--capacity-log", help="a serving log whose capacity bursts set the Poisson rates (warm group)")
     a = ap.parse_args(argv)
+    if a.capacity_log:
+        os.environ["LIFECOST_CAPACITY_LOG"] = a.capacity_log
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if a.seed_log and Path(a.seed_log).is_file():

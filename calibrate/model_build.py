@@ -76,3 +76,33 @@ def param_count(model: torch.nn.Module) -> tuple[int, int]:
         if p.requires_grad:
             trainable += p.numel()
     return total, trainable
+
+
+def quantize_nf4(model: torch.nn.Module, skip: tuple[str, ...] = ("lm_head",)) -> int:
+    """Swap every `nn.Linear` except `skip` for a bitsandbytes NF4 `Linear4bit` holding the same
+    weights, in place — the QLoRA base (Dettmers et al. 2023): NF4 storage, double-quantized
+    constants, bf16 compute. The set matches transformers' bnb integration
+    (`integrations/bitsandbytes.replace_with_bnb_linear`, which skips lm_head) and so
+    `models.memory.nf4_weight_bytes`; we quantize a model built from a config, where
+    `from_pretrained(quantization_config=...)` would need a checkpoint on disk. Returns how many
+    linears were swapped. Needs `bitsandbytes` (the `calibrate` extra)."""
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        raise LifecostError("QLoRA needs the bitsandbytes package", field="method",
+                            fix="pip install bitsandbytes (in the `calibrate` extra), or use lora / full") from None
+    swapped = 0
+    for parent in list(model.modules()):
+        for cname, child in list(parent.named_children()):
+            if type(child) is not torch.nn.Linear or cname in skip:
+                continue
+            q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
+                                  compute_dtype=child.weight.dtype, compress_statistics=True, quant_type="nf4",
+                                  device="meta")
+            q.weight = bnb.nn.Params4bit(child.weight.data, requires_grad=False, compress_statistics=True,
+                                         quant_type="nf4")
+            if child.bias is not None:
+                q.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
+            setattr(parent, cname, q.to(child.weight.device))  # `.to` quantizes the weight
+            swapped += 1
+    return swapped

@@ -89,6 +89,8 @@ class TransformersBackend:
         self.build_s = time.perf_counter() - t
         self._rng = random.Random(seed)
         self._replays = 0
+        self._captures: list[tuple[float, float]] = []  # (perf_counter at start, seconds) of each graph capture
+        self.last_captures: list[tuple[float, float]] | None = None  # the last replay's, relative to its start
         self.generation_config = GenerationConfig(do_sample=False, max_new_tokens=16, eos_token_id=-1,
                                                   pad_token_id=0, bos_token_id=None)
         if self.device.type != "cuda" and kv_cache_tok is None:
@@ -123,6 +125,29 @@ class TransformersBackend:
                 "continuous_batching_config": _jsonable(settings), "device": self.device.type,
                 "params_total": self.params_total}
 
+    def _watch_captures(self) -> bool:
+        """Time every CUDA-graph capture the engine makes (its `ModelRunner._capture_graph`, called
+        the first time a padded batch shape is met). A capture stalls the whole batch for one
+        warm-up forward plus the capture, tens of milliseconds per shape: a replay on a fresh
+        engine pays one per new shape, a steady-state server none — the record must say which it
+        measured. False where this transformers version has no such hook."""
+        runner = getattr(getattr(self.manager, "batch_processor", None), "model_runner", None)
+        if runner is None or not hasattr(runner, "_capture_graph"):
+            return False
+        if not getattr(runner, "_lifecost_watched", False):
+            original, log = runner._capture_graph, self._captures
+
+            def timed_capture(*args, **kwargs):
+                t = time.perf_counter()
+                try:
+                    return original(*args, **kwargs)
+                finally:
+                    log.append((t, time.perf_counter() - t))
+
+            runner._capture_graph = timed_capture
+            runner._lifecost_watched = True
+        return True
+
     def _prompt(self, n_tok: int) -> list[int]:
         # Random ids away from the special ids at the bottom of the vocabulary.
         return [self._rng.randrange(16, self.vocab_size) for _ in range(n_tok)]
@@ -144,6 +169,8 @@ class TransformersBackend:
                     results[res.request_id] = res
                 res = self.manager.get_result(timeout=0) if len(results) < len(requests) else None
 
+        watched = self._watch_captures()
+        n_captures = len(self._captures)
         t0 = time.perf_counter()
         for i in order:
             # Sleep until the arrival (results queue up in the engine meanwhile; its timestamps
@@ -162,6 +189,7 @@ class TransformersBackend:
             if not self.manager.is_running():
                 raise RuntimeError("the continuous-batching engine thread stopped during the replay")
             drain(1.0)
+        self.last_captures = [(t - t0, d) for t, d in self._captures[n_captures:]] if watched else None
         served = []
         for i, req in enumerate(requests):
             out = results[ids[i]]

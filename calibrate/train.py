@@ -9,7 +9,8 @@ all in the record.
 
 Method (per run):
 - the base model is built once per model name with random bf16 weights on the device
-  (`model_build.build_random_model`) and re-wrapped per run: peft `get_peft_model` for LoRA,
+  (`model_build.build_random_model`; for QLoRA its linears then become bitsandbytes NF4,
+  `model_build.quantize_nf4`) and re-wrapped per run: peft `get_peft_model` for (Q)LoRA,
   then `unload()` to get the untouched base back; for full fine-tuning every parameter is
   trainable. The LoRA target set (`all-linear` or `attention`) becomes peft's `target_modules`
   through `models.lora.lora_target_modules`, the same function the analytic count uses, so
@@ -20,6 +21,11 @@ Method (per run):
   must know);
 - synthetic token batches `[micro_batch, seq_len]` with `labels = input_ids` (causal LM loss);
 - ≥ 3 warm-up steps, ≥ 5 timed steps, `cuda.synchronize()` around each; median of timed steps;
+  each step also records its *host* time — from its start until the last kernel of
+  `zero_grad` is issued, before the closing synchronize. PyTorch launches kernels
+  asynchronously, so a step whose host time equals its wall time was launch-bound (the GPU
+  waited for the host), one whose host time is well below was GPU-bound: the step-time fit
+  needs to know which (`simulator.training.train_step_time_s`);
 - `reset_peak_memory_stats` before the run, so `max_memory_allocated/reserved` are this run's
   peaks (model weights included — that is the memory a user must have);
 - an out-of-memory error is a data point (`oom: true`, the feasibility boundary), not a crash:
@@ -45,14 +51,14 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from calibrate.model_build import build_random_model, load_config_dict, param_count
+from calibrate.model_build import build_random_model, load_config_dict, param_count, quantize_nf4
 from calibrate.power import PowerSampler
 from calibrate.runlog import RunLog
 from models.catalog import card_from_config
 from models.errors import LifecostError
 from models.lora import LORA_TARGETS, lora_target_modules
 
-METHODS = ("lora", "full")
+METHODS = ("lora", "qlora", "full")
 
 
 @dataclass(frozen=True)
@@ -76,15 +82,16 @@ class TrainRun:
         for name in ("seq_len_tok", "micro_batch", "timed_steps"):
             if getattr(self, name) < 1:
                 raise LifecostError(f"must be ≥ 1, got {getattr(self, name)}", field=name)
-        if self.method == "lora" and self.lora_r < 1:
+        if self.method != "full" and self.lora_r < 1:
             raise LifecostError(f"must be ≥ 1, got {self.lora_r}", field="lora_r")
-        if self.method == "lora" and self.lora_targets not in LORA_TARGETS:
+        if self.method != "full" and self.lora_targets not in LORA_TARGETS:
             raise LifecostError(f"unknown LoRA target set {self.lora_targets!r}", field="lora_targets",
                                 fix="use one of: " + ", ".join(LORA_TARGETS))
 
     @property
     def key(self) -> str:
-        adapter = f"r{self.lora_r}-{self.lora_targets}" if self.method == "lora" else "full"
+        adapter = {"lora": f"r{self.lora_r}-{self.lora_targets}", "qlora": f"qlora-r{self.lora_r}-{self.lora_targets}",
+                   "full": "full"}[self.method]
         return (f"train/{self.model}/{adapter}/seq{self.seq_len_tok}/mb{self.micro_batch}"
                 f"/ckpt{int(self.grad_ckpt)}")
 
@@ -122,17 +129,25 @@ class TrainSession:
     """Holds one base model on one device and measures TrainRuns on it (one model at a time)."""
 
     def __init__(self, model: str, device: str | torch.device | None = None, dtype: torch.dtype = torch.bfloat16,
-                 attn_implementation: str = "sdpa", gpu_name: str | None = None):
+                 attn_implementation: str = "sdpa", gpu_name: str | None = None, base_quant: str | None = None):
         self.model_name = model
+        self.base_quant = base_quant  # "nf4": the QLoRA base; None: dtype weights
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype
         self.attn_implementation = attn_implementation
         self.config = load_config_dict(model)
         t = time.perf_counter()
         self.base = build_random_model(model, self.device, dtype, attn_implementation)
+        self.params_total, _ = param_count(self.base)  # before NF4 packs two weights per byte
+        if base_quant == "nf4":
+            quantize_nf4(self.base)
+            gc.collect()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()  # the bf16 originals
+        elif base_quant is not None:
+            raise LifecostError(f"unknown base quantization {base_quant!r}", field="base_quant", fix="use nf4 or none")
         _sync(self.device)
         self.build_s = time.perf_counter() - t
-        self.params_total, _ = param_count(self.base)
         self.gpu_name = gpu_name or (torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu")
         self.versions = versions()
 
@@ -145,7 +160,9 @@ class TrainSession:
     # -- one run ---------------------------------------------------------------------------
     def _wrap(self, run: TrainRun) -> tuple[torch.nn.Module, int | None]:
         """The model to train and peft's own trainable-parameter count (None for full FT)."""
-        if run.method == "lora":
+        if (run.method == "qlora") != (self.base_quant == "nf4"):
+            raise ValueError(f"session base {self.base_quant or 'bf16'} cannot run method {run.method}")
+        if run.method in ("lora", "qlora"):
             from peft import LoraConfig, get_peft_model
 
             card = card_from_config(self.config, name=self.model_name)
@@ -161,7 +178,7 @@ class TrainSession:
     def _unwrap(self, model: torch.nn.Module, run: TrainRun) -> None:
         if run.grad_ckpt:
             model.gradient_checkpointing_disable()
-        if run.method == "lora":
+        if run.method in ("lora", "qlora"):
             self.base = model.unload()  # removes the LoRA layers, returns the untouched base
         for p in self.base.parameters():
             p.requires_grad_(False)
@@ -180,8 +197,9 @@ class TrainSession:
         _, trainable = param_count(model)
         rec: dict[str, Any] = {
             "kind": "train", "key": run.key, **asdict(run),
-            "lora_alpha": run.lora_r if run.method == "lora" else None,
-            "lora_dropout": 0.0 if run.method == "lora" else None,
+            "lora_alpha": run.lora_r if run.method != "full" else None,
+            "lora_dropout": 0.0 if run.method != "full" else None,
+            "base_quant": self.base_quant,
             "tokens_per_step": run.seq_len_tok * run.micro_batch,
             "dtype": str(self.dtype).removeprefix("torch."),
             "optimizer": "adamw", "optimizer_state_dtype": str(self.dtype).removeprefix("torch."),
@@ -195,6 +213,7 @@ class TrainSession:
         rec["weights_and_adapters_gib"] = weights_gib
         optimizer = None
         step_times: list[float] = []
+        host_times: list[float] = []
         sampler = PowerSampler()
         error: BaseException | None = None
         try:
@@ -216,6 +235,7 @@ class TrainSession:
                 loss.backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+                host_times.append(time.perf_counter() - t)
                 _sync(dev)
                 step_times.append(time.perf_counter() - t)
                 if not math.isfinite(loss.item()):
@@ -242,6 +262,7 @@ class TrainSession:
         rec["power"] = power
         rec["max_nvml_used_gib"] = power.get("max_nvml_used_gib")
         rec["step_times_s"] = step_times
+        rec["host_times_s"] = host_times
         if error is not None:
             rec["oom"] = _is_oom(error)
             rec["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}" if str(error) else type(error).__name__
@@ -250,6 +271,7 @@ class TrainSession:
         timed = step_times[run.warmup_steps:]
         step_s = statistics.median(timed)
         rec.update({
+            "host_time_s": statistics.median(host_times[run.warmup_steps:]),
             "oom": False,
             "step_time_s": step_s,
             "step_time_min_s": min(timed), "step_time_max_s": max(timed),
@@ -270,14 +292,14 @@ def run_sweep(runs: Iterable[TrainRun], log: RunLog, *, device: str | None = Non
     say = progress or (lambda s: None)
     done = log.done_keys("train")
     todo = [r for r in runs if r.key not in done]
-    by_model: dict[str, list[TrainRun]] = {}
+    by_model: dict[tuple[str, str | None], list[TrainRun]] = {}  # one session per (model, base format)
     for r in todo:
-        by_model.setdefault(r.model, []).append(r)
+        by_model.setdefault((r.model, "nf4" if r.method == "qlora" else None), []).append(r)
     out: list[dict[str, Any]] = []
     n_total, n_done = len(todo), 0
-    for model_name, model_runs in by_model.items():
+    for (model_name, base_quant), model_runs in by_model.items():
         try:
-            session = TrainSession(model_name, device=device, gpu_name=gpu_name)
+            session = TrainSession(model_name, device=device, gpu_name=gpu_name, base_quant=base_quant)
         except Exception as e:  # noqa: BLE001 - a model that cannot be built skips its runs
             if isinstance(e, LifecostError):
                 raise
@@ -285,7 +307,8 @@ def run_sweep(runs: Iterable[TrainRun], log: RunLog, *, device: str | None = Non
             traceback.print_exc()
             n_done += len(model_runs)
             continue
-        say(f"[train] built {model_name} ({session.params_total / 1e9:.2f} B params) in {session.build_s:.1f} s")
+        say(f"[train] built {model_name}{' (NF4 base)' if base_quant else ''} ({session.params_total / 1e9:.2f} B params) "
+            f"in {session.build_s:.1f} s")
         for r in model_runs:
             n_done += 1
             t = time.perf_counter()
