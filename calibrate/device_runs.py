@@ -417,11 +417,10 @@ def warm_plan(tiny: bool = False) -> list[dict[str, Any]]:
         return [{"model": "tiny-llama", "kind": "poisson", "load": 0.5, "duration_s": 1.0, "max_prompt_tok": 64,
                  "max_output_tok": 8, "warm": True}]
     caps = {"max_prompt_tok": 4096, "max_output_tok": 512, "warm": True}
-    plan = [{"model": FIT_MODEL, "kind": "poisson", "load": ld, "duration_s": d, **caps}
-            for ld, d in ((0.25, 25.0), (0.5, 25.0), (0.75, 25.0), (0.9, 30.0))]
-    plan += [{"model": HELDOUT_MODEL, "kind": "poisson", "load": ld, "duration_s": d, **caps}
-             for ld, d in ((0.3, 25.0), (0.7, 25.0), (0.9, 30.0))]
-    plan += [{"model": MID_MODEL, "kind": "poisson", "load": 0.5, "duration_s": 25.0, **caps}]
+    # priority: the loads whose cold replays missed most, each model once, then the rest
+    order = ((FIT_MODEL, 0.25, 25.0), (FIT_MODEL, 0.9, 30.0), (FIT_MODEL, 0.5, 25.0), (HELDOUT_MODEL, 0.3, 25.0),
+             (HELDOUT_MODEL, 0.9, 30.0), (MID_MODEL, 0.5, 25.0), (FIT_MODEL, 0.75, 25.0), (HELDOUT_MODEL, 0.7, 25.0))
+    plan = [{"model": m, "kind": "poisson", "load": ld, "duration_s": d, **caps} for m, ld, d in order]
     plan += [{"model": m, "kind": "capacity", "n": 64, **caps} for m in (HELDOUT_MODEL, MID_MODEL, FIT_MODEL)]
     return plan
 
