@@ -91,16 +91,22 @@ def load_runs(path: str | Path) -> Runs:
     if not files:
         raise LifecostError(f"no *.jsonl run logs under {p}", field="--runs",
                             fix="run `lifecost calibrate all` (or train/serve) first")
-    by_key: dict[str, dict[str, Any]] = {}
+    by_key: dict[str, list[dict[str, Any]]] = {}
     records: list[dict[str, Any]] = []
     for f in files:
         for rec in RunLog(f).records():
             key = rec.get("key")
             if key is None:
                 records.append(rec)
-            elif key not in by_key:  # a measurement repeated in two logs (a check run, a resumed sweep): keep the first
-                by_key[key] = rec
+            elif key not in by_key:
+                by_key[key] = [rec]
                 records.append(rec)
+            else:
+                by_key[key].append(rec)
+    # a measurement repeated in several logs: training runs pool their timed steps (another machine
+    # start is another sample of the launch-bound steps' spread); anything else keeps the first
+    records = [pool_train_records(by_key[r["key"]]) if r.get("key") in by_key and r.get("kind") == "train" else r
+               for r in records]
     probe = None
     folder = p if p.is_dir() else p.parent
     for cand in (folder / "probe.json", folder.parent / "probe.json", folder.parent.parent / "probe.json"):
@@ -110,6 +116,33 @@ def load_runs(path: str | Path) -> Runs:
     if probe is None:
         probe = next((r for r in records if r.get("kind") == "probe"), None)
     return Runs(records, probe, str(p))
+
+
+def pool_train_records(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One training record from repeated measurements of one key: the first record, with step
+    (and host) time the median over every timed step of every measurement that completed, and
+    `measurements` saying how many were pooled. Why pool rather than keep one: launch-bound steps
+    move ±15 % between machine starts (models/profiles/h100-sxm/README.md), and the median of all
+    steps is the better estimate of what a user will see; compute-bound steps agree to < 1 %."""
+    ok = [r for r in recs if r.get("step_time_s") and not r.get("error")]
+    if len(ok) < 2:
+        return ok[0] if ok else recs[0]
+
+    def timed(r: dict[str, Any], name: str) -> list[float]:
+        xs = r.get(name) or []
+        return list(xs[int(r.get("warmup_steps") or 0):])
+
+    steps = [t for r in ok for t in timed(r, "step_times_s")]
+    if not steps:
+        return ok[0]
+    out = dict(ok[0])
+    out["step_time_s"] = float(np.median(steps))
+    out["tokens_per_s"] = out["tokens_per_step"] / out["step_time_s"] if out.get("tokens_per_step") else out.get("tokens_per_s")
+    hosts = [t for r in ok for t in timed(r, "host_times_s")]
+    if hosts:  # older logs did not record host time: the median over those that did
+        out["host_time_s"] = float(np.median(hosts))
+    out["measurements"] = len(ok)
+    return out
 
 
 def card_of(rec: dict[str, Any]) -> ModelCard:
@@ -578,20 +611,39 @@ class TrainingFit:
     predicted_s: np.ndarray = field(repr=False)
 
 
+LAUNCH_BOUND = 0.97  # host time ≥ this share of the wall time: the GPU waited for the launches
+MIN_GPU_BOUND_RUNS = 4  # fewer GPU-bound runs than this: no separate host model (e.g. on a CPU)
+
+
+def launch_bound(rec: dict[str, Any]) -> bool | None:
+    """Whether a GPU training run was launch-bound (its host time ≈ its wall time); None when the
+    record has no host time or ran on a CPU (host and device are one: the split means nothing)."""
+    h, t = rec.get("host_time_s"), rec.get("step_time_s")
+    if h is None or not t or rec.get("device") not in (None, "cuda"):
+        return None
+    return h >= LAUNCH_BOUND * t
+
+
 def fit_training(records: list[dict[str, Any]], fit_model: str, gpu: GpuCard, ceilings: Ceilings | None = None) -> TrainingFit | None:
     """The `TrainingTerms` step-time coefficients and memory overhead from the FIT model's runs.
 
-    Step time is linear in (1/mfu, adapter_bytes_per_elem, layer_overhead_s, layer_overhead_ckpt_s,
-    adapter_flops_factor):
-    one NNLS on relative error. The FLOP term cannot run faster than the GEMM ceiling the probe
-    measured, so 1/mfu ≥ datasheet peak / measured GEMM rate: we solve for the excess u ≥ 0 in
-    1/mfu = lower bound + u (NNLS on the residual target), which keeps the fit inside physics
-    when the other terms could otherwise explain the time with an impossible MFU.
+    With host times (GPU runs of `calibrate.train` record them) the step is t = max(G, H):
+    - H, per setup "<method>/ckpt<0|1>": the median wall time per decoder layer of the fit runs
+      that were launch-bound (host time ≥ 97 % of wall time) — the host's launch rate;
+    - G, fitted on the runs that were GPU-bound: linear in (FLOPs/peak → 1/mfu, adapter elements
+      → adapter_bytes_per_elem, adapter FLOPs → adapter_flops_factor, NF4 weight passes →
+      dequant_bytes_per_weight, 1 → gpu_fixed_s), one NNLS on relative error. One model size
+      cannot tell whether the zero-token intercept grows with depth; it is kept per step.
+    Without host times (older logs, CPU runs) the additive form of earlier Profiles:
+    G + num_layers · layer_overhead(ckpt), fitted on all runs.
+    The FLOP term cannot run faster than the GEMM ceiling the probe measured, so 1/mfu ≥
+    datasheet peak / measured GEMM rate: we solve for the excess u ≥ 0 in 1/mfu = lower bound + u.
     Memory: the median of (measured peak reserved − analytic plan), ≥ 0 — the caching allocator's
     slack and the CUDA workspaces beyond the plan's default overhead.
     """
     from models.memory import TRAIN_OVERHEAD_GIB
-    from simulator.training import _train_memory_terms, adapter_elems, adapter_flops, train_step_flops
+    from simulator.training import (_train_memory_terms, adapter_elems, adapter_flops, dequant_passes_weights,
+                                    train_step_flops)
 
     runs = [r for r in records if r.get("kind") == "train" and r.get("model") == fit_model and not r.get("error")
             and r.get("step_time_s")]
@@ -601,7 +653,8 @@ def fit_training(records: list[dict[str, Any]], fit_model: str, gpu: GpuCard, ce
     lower = 1.0
     if ceilings is not None and ceilings.gemm_bf16_tflops:
         lower = max(1.0, gpu.bf16_tflops / ceilings.gemm_bf16_tflops)
-    a = np.zeros((len(runs), 5))
+    # columns: 1/mfu, adapter B/elem, layer overhead ckpt off / on, adapter FLOP factor, dequant B/weight, fixed s
+    a = np.zeros((len(runs), 7))
     y = np.array([float(r["step_time_s"]) for r in runs])
     for i, r in enumerate(runs):
         card, kw = card_of(r), _train_kwargs(r)
@@ -609,8 +662,23 @@ def fit_training(records: list[dict[str, Any]], fit_model: str, gpu: GpuCard, ce
         a[i, 1] = adapter_elems(card, **kw) / bw
         a[i, 2 + int(kw["grad_ckpt"])] = card.num_layers
         a[i, 4] = adapter_flops(card, **kw) / peak
-    x = nnls_relative(a, y, np.array([lower, 0.0, 0.0, 0.0, 0.0]))
-    pred = a @ x
+        a[i, 5] = dequant_passes_weights(card, method=kw["method"], grad_ckpt=kw["grad_ckpt"]) / bw
+        a[i, 6] = 1.0
+    bound = [launch_bound(r) for r in runs]
+    gpu_rows = [i for i, b in enumerate(bound) if b is False]
+    host_layer: dict[str, float] = {}
+    if len(gpu_rows) >= MIN_GPU_BOUND_RUNS:
+        free = np.array([True, True, False, False, True, True, True])
+        x = nnls_relative(a[gpu_rows], y[gpu_rows], np.array([lower, 0, 0, 0, 0, 0, 0.0]), free=free)
+        for s in sorted({setup_key(r) for r, b in zip(runs, bound) if b}):
+            per_layer = [float(r["step_time_s"]) / card_of(r).num_layers for r, b in zip(runs, bound) if b and setup_key(r) == s]
+            host_layer[s] = float(np.median(per_layer))
+        host = np.array([card_of(r).num_layers * host_layer.get(setup_key(r), 0.0) for r in runs])
+        pred = np.maximum(a @ x, host)
+    else:
+        free = np.array([True, True, True, True, True, True, False])
+        x = nnls_relative(a, y, np.array([lower, 0, 0, 0, 0, 0, 0.0]), free=free)
+        pred = a @ x
     effective = {}
     for s in sorted({setup_key(r) for r in runs}):
         idx = [i for i, r in enumerate(runs) if setup_key(r) == s]
@@ -626,6 +694,8 @@ def fit_training(records: list[dict[str, Any]], fit_model: str, gpu: GpuCard, ce
     terms = TrainingTerms(mfu=float(min(1.0, 1.0 / x[0])), memory_overhead_gib=overhead, fit=fit_stats(pred, y),
                           adapter_bytes_per_elem=float(x[1]), layer_overhead_s=float(x[2]), layer_overhead_ckpt_s=float(x[3]),
                           adapter_flops_factor=float(x[4]),
+                          dequant_bytes_per_weight=float(x[5]) if a[:, 5].any() else None,
+                          gpu_fixed_s=float(x[6]), host_layer_s=host_layer,
                           effective_mfu=effective, memory_fit=mem_stats, fit_model=fit_model)
     return TrainingFit(terms, runs, pred)
 

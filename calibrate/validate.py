@@ -25,7 +25,12 @@ terms. An OOM record is checked as a feasibility verdict (did the model say it d
 
 Sets: a run is FIT when the Profile was fitted on it (serving: bursts of the Profile's
 `step_time.fit_model`; training: runs of `training.fit_model`), HELD-OUT otherwise (other model
-sizes, Poisson loads). Errors are signed relative errors (predicted − measured) / measured.
+sizes, Poisson loads). A trace replay that was also measured on a warm engine (the same requests
+replayed once untimed first, `calibrate.device_runs.warm_plan`) is COLD: its first pass over
+each batch shape paid a CUDA-graph capture (tens of ms that stall the whole batch) that a server
+in steady state does not pay and the simulator does not model; it is reported on its own, and
+its warm twin — with the captures it still met timed in the record — is the held-out run.
+Errors are signed relative errors (predicted − measured) / measured.
 """
 
 from __future__ import annotations
@@ -162,15 +167,25 @@ def replay_serving(rec: dict[str, Any], profile: Profile, gpu) -> dict[str, Any]
     return {m: _metric(measured.get(m, math.nan), predicted.get(m, math.nan)) for m in SERVING_METRICS}
 
 
+def _cold_twin_key(rec: dict[str, Any]) -> str:
+    """The key the same trace replay has without the warm-up pass (`calibrate.device_runs.warm_plan`)."""
+    from calibrate.serve_base import workload_key
+
+    w = {k: v for k, v in (rec.get("workload") or {}).items() if k != "warm"}
+    key = str(rec.get("key", ""))
+    return key.rsplit("/", 1)[0] + "/" + workload_key(w)
+
+
 def describe_workload(rec: dict[str, Any]) -> str:
     w = rec.get("workload") or {}
     kind = w.get("kind", "replay")
+    warm = ", warm engine" if w.get("warm") else ""
     if kind == "burst":
         return f"burst n={w.get('n')} prompt={w.get('prompt_tok')} out={w.get('output_tok')}"
     if kind == "poisson":
         load = w.get("load_fraction", w.get("load"))
-        return f"poisson {w.get('rate_qps')} req/s" + (f" ({load:.0%} of capacity)" if load else "")
-    return f"{kind} n={w.get('n', len(rec.get('requests') or []))}"
+        return f"poisson {w.get('rate_qps')} req/s" + (f" ({load:.0%} of capacity)" if load else "") + warm
+    return f"{kind} n={w.get('n', len(rec.get('requests') or []))}{warm}"
 
 
 # ------------------------------------------------------------------------------ training
@@ -205,8 +220,9 @@ def _state_bytes(rec: dict[str, Any]) -> float | None:
 
 
 def describe_training(rec: dict[str, Any]) -> str:
-    adapter = f"LoRA r{rec.get('lora_r')}" if rec.get("method") == "lora" else str(rec.get("method"))
-    return f"{adapter} seq {rec['seq_len_tok']} mb {rec['micro_batch']} ckpt {'on' if rec['grad_ckpt'] else 'off'}"
+    adapter = {"lora": f"LoRA r{rec.get('lora_r')}", "qlora": f"QLoRA r{rec.get('lora_r')}"}.get(rec.get("method"), str(rec.get("method")))
+    pooled = f", {rec['measurements']} measurements pooled" if rec.get("measurements") else ""
+    return f"{adapter} seq {rec['seq_len_tok']} mb {rec['micro_batch']} ckpt {'on' if rec['grad_ckpt'] else 'off'}{pooled}"
 
 
 # ---------------------------------------------------------------------------------- report
@@ -230,12 +246,19 @@ class Fidelity:
         out: dict[str, Any] = {}
         for kind, rows, metrics, targets in (("serving", self.serving, SERVING_METRICS, SERVING_TARGET),
                                              ("training", self.training, TRAINING_METRICS, TRAINING_TARGET)):
-            groups: list[tuple[str, str, str | None]] = [(f"{kind} fit", "fit", None), (f"{kind} held-out", "held-out", None)]
-            held_models = sorted({r["model"] for r in rows if r["set"] == "held-out" and "metrics" in r})
+            groups: list[tuple[str, str, str | None]] = [(f"{kind} fit", "fit", None), (f"{kind} held-out", "held-out", None),
+                                                         (f"{kind} cold engine", "cold", None)]
+            held = [r for r in rows if r["set"] == "held-out" and "metrics" in r]
+            methods = {r.get("method") for r in held}
+
+            def label(r: dict[str, Any]) -> str:  # per model, and per training method when several
+                return r["model"] + (f" {r['method']}" if len(methods) > 1 and r.get("method") else "")
+
+            held_models = sorted({label(r) for r in held})
             if len(held_models) > 1:
                 groups += [(f"{kind} held-out {m}", "held-out", m) for m in held_models]
             for name, s, model in groups:
-                sel = [r for r in rows if r["set"] == s and "metrics" in r and (model is None or r["model"] == model)]
+                sel = [r for r in rows if r["set"] == s and "metrics" in r and (model is None or label(r) == model)]
                 if not sel:
                     continue
                 stats = {}
@@ -268,15 +291,20 @@ def validate(runs: Runs, profile: Profile, progress=None) -> Fidelity:
             say(f"{len(serve) - len(matching)} serving runs measured another engine configuration: not replayed")
         fid.skipped_serving = len(serve) - len(matching)
         serve = matching
+        warm_twins = {_cold_twin_key(r) for r in serve if (r.get("workload") or {}).get("warm")}
         for i, rec in enumerate(serve):
             is_fit = rec.get("model") == st.fit_model and (rec.get("workload") or {}).get("kind") == "burst"
+            cold = not is_fit and rec.get("key") in warm_twins
             say(f"replay {i + 1}/{len(serve)}: {rec.get('model')} {describe_workload(rec)}")
-            fid.serving.append({"key": rec.get("key"), "model": rec.get("model"), "workload": describe_workload(rec),
-                                "set": "fit" if is_fit else "held-out", "metrics": replay_serving(rec, profile, gpu)})
+            row = {"key": rec.get("key"), "model": rec.get("model"), "workload": describe_workload(rec),
+                   "set": "fit" if is_fit else ("cold" if cold else "held-out"), "metrics": replay_serving(rec, profile, gpu)}
+            if rec.get("graph_captures") is not None:
+                row["graph_captures"] = {k: rec["graph_captures"][k] for k in ("count", "total_s")}
+            fid.serving.append(row)
     if profile.training is not None:
         for rec in runs.of("train"):
             res = check_training(rec, profile, gpu)
-            row = {"key": rec.get("key"), "model": rec.get("model"), "run": describe_training(rec),
+            row = {"key": rec.get("key"), "model": rec.get("model"), "method": rec.get("method"), "run": describe_training(rec),
                    "set": "fit" if rec.get("model") == profile.training.fit_model else "held-out"}
             if "oom" in res:
                 row["oom_check"] = res
@@ -308,7 +336,9 @@ def fidelity_markdown(fid: Fidelity) -> str:
     lines = [f"# Fidelity of Profile `{fid.profile_key}`", "",
              f"Profile command: `{fid.profile_command}`  ", f"Profile created: {fid.created_utc}", "",
              "Errors are (predicted − measured) / measured. FIT runs were used to fit the Profile; "
-             "HELD-OUT runs were not (other model sizes, other loads).", "", "## Summary (mean |error|, max |error|)", ""]
+             "HELD-OUT runs were not (other model sizes, other loads). COLD runs are trace replays on a freshly "
+             "started engine whose warm twin (same requests, replayed once untimed first) is in the HELD-OUT set: "
+             "their first pass paid the engine's CUDA-graph captures, which a server in steady state does not.", "", "## Summary (mean |error|, max |error|)", ""]
     for name, block in s.items():
         lines += [f"### {name} ({block['runs']} runs)", "", "| metric | mean abs error | max abs error | target |",
                   "|---|---:|---:|---|"]
@@ -319,7 +349,7 @@ def fidelity_markdown(fid: Fidelity) -> str:
         lines.append("")
     for title, rows, metrics, label in (("Serving replays", fid.serving, SERVING_METRICS, "workload"),
                                         ("Training runs", fid.training, TRAINING_METRICS, "run")):
-        for set_name in ("fit", "held-out"):
+        for set_name in ("fit", "held-out", "cold"):
             sel = [r for r in rows if r["set"] == set_name and "metrics" in r]
             if not sel:
                 continue
@@ -328,7 +358,9 @@ def fidelity_markdown(fid: Fidelity) -> str:
             for r in sel:
                 cells = [f"{_val(r['metrics'][m]['measured'], m)} → {_val(r['metrics'][m]['predicted'], m)} ({_pct(r['metrics'][m]['error'])})"
                          for m in metrics]
-                lines.append(f"| {r['model']} | {r[label]} | " + " | ".join(cells) + " |")
+                what = r[label] + (f" ({r['graph_captures']['count']} graph captures, {r['graph_captures']['total_s'] * 1e3:,.0f} ms)"
+                                   if r.get("graph_captures") else "")
+                lines.append(f"| {r['model']} | {what} | " + " | ".join(cells) + " |")
             lines.append("")
     ooms = [r for r in fid.training if "oom_check" in r]
     if ooms:

@@ -211,6 +211,12 @@ def serving_memory_plan(card: ModelCard, gpu: GpuCard, quant: str = "bf16", kv_d
 # ----------------------------------------------------------------------------- training
 
 
+def nf4_weights(card: ModelCard) -> int:
+    """Weights a QLoRA base stores in NF4 (`nf4_weight_bytes`): every attention, dense-MLP and
+    shared-expert matrix — the ones bitsandbytes dequantizes to bf16 before each matmul."""
+    return sum(s.weights for s in linear_shapes(card) if s.role in ("attn", "mlp", "shared_expert"))
+
+
 def nf4_weight_bytes(card: ModelCard) -> float:
     """QLoRA base weights (Dettmers et al. 2023, "QLoRA", §3): NF4 for the quantized matrices.
 
@@ -223,7 +229,7 @@ def nf4_weight_bytes(card: ModelCard) -> float:
     lm_head, routers, norms and biases. (So QLoRA barely shrinks Mixtral/DeepSeek-V3 today.)
     """
     shapes = linear_shapes(card)
-    nf4 = sum(s.weights for s in shapes if s.role in ("attn", "mlp", "shared_expert"))
+    nf4 = nf4_weights(card)
     head = 0 if card.tie_word_embeddings else card.vocab_size * card.hidden_size
     bf16 = sum(s.weights for s in shapes if s.role in ("router", "expert"))
     rest = embedding_params(card) + head + bf16 + _other_params(card)

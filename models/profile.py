@@ -135,18 +135,31 @@ class StepTimeCoeffs(_Section):
 class TrainingTerms(_Section):
     """Measured training terms: step-time model coefficients and memory beyond the analytic plan.
 
-    Step time of one micro-batch (`simulator.training.train_step_time_s`):
-        t = FLOPs / (peak_bf16 · mfu)                                  GEMMs and attention
+    Step time of one micro-batch (`simulator.training.train_step_time_s`) is the larger of the
+    GPU's work and the host's time to launch it, t = max(G, H): PyTorch issues kernels
+    asynchronously, so a step is GPU-bound (the host runs ahead) or launch-bound (the GPU waits)
+    — adding the two would count the overlapped time twice. H = num_layers · host_layer_s[setup]
+    ("<method>/ckpt<0|1>"), the launch time per decoder layer measured on the fit model's
+    launch-bound runs (those whose host time, `calibrate.train`, equals their wall time);
+    absent for a Profile fitted without host times (G alone). G is
+        G = FLOPs / (peak_bf16 · mfu)                                  GEMMs and attention
           + adapter_flops_factor · adapter_FLOPs / peak_bf16           LoRA adapters' fp32 matmuls
           + adapter_bytes_per_elem · adapter_elems / HBM_BW            LoRA adapters' fp32 traffic
           + num_layers · (layer_overhead_ckpt_s if checkpointing else layer_overhead_s)
+          + dequant_bytes_per_weight · NF4 weights · passes / HBM_BW    QLoRA only
+          + gpu_fixed_s                                                 per-step GPU time at zero tokens
     with peak_bf16 and HBM_BW the GPU card's datasheet figures (MFU convention of PaLM, Chowdhery
     et al. 2022, App. B), FLOPs = `train_flops_per_token` × tokens, and adapter_elems = tokens ×
     passes (2, 3 with recompute) × Σ over adapted matrices of (d_in + d_out): peft casts each
     adapted layer's input to its fp32 adapters and the fp32 result back, an elementwise cost
     that no FLOP count sees; and the adapters' own matmuls (6·Nₐ per token, 8·Nₐ with recompute)
     run in fp32, far below the bf16 tensor-core peak — `adapter_flops_factor` is their extra
-    cost on top of the bf16 rate they are already charged in FLOPs. The per-layer terms are host time (kernel launches, autograd,
+    cost on top of the bf16 rate they are already charged in FLOPs. QLoRA dequantizes every NF4
+    matrix to bf16 before each matmul that uses it (bitsandbytes `matmul_4bit`: once in the
+    forward, once in the backward for the input gradient, once more when recomputed), a pass over
+    the weights whose bytes no FLOP count sees: `dequant_bytes_per_weight` (analytic default
+    `simulator.training.DEQUANT_BYTES_PER_WEIGHT`, read NF4 + absmax, write bf16) is fitted from
+    QLoRA runs when the Profile has some. The per-layer terms are host time (kernel launches, autograd,
     checkpoint bookkeeping, the per-tensor optimizer update) that the GPU does not hide.
     `effective_mfu` reports, per "<method>/ckpt<0|1>" setup, the measured FLOPs / (time × peak)
     averaged over the fit runs (what the classic one-number MFU would have been).
@@ -161,6 +174,9 @@ class TrainingTerms(_Section):
     adapter_flops_factor: float = Field(0.0, ge=0.0)
     layer_overhead_s: float = Field(0.0, ge=0.0)
     layer_overhead_ckpt_s: float = Field(0.0, ge=0.0)
+    dequant_bytes_per_weight: float | None = Field(None, ge=0.0)  # None: not measured, the analytic default
+    gpu_fixed_s: float = Field(0.0, ge=0.0)
+    host_layer_s: dict[str, float] = Field(default_factory=dict)  # "<method>/ckpt<0|1>" → launch s per layer
     effective_mfu: dict[str, float] = Field(default_factory=dict)
     memory_fit: FitStats | None = None
     fit_model: str | None = None  # model card whose runs were fitted, for provenance

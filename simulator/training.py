@@ -680,10 +680,27 @@ def adapter_flops(card: ModelCard, *, method: str, seq_len_tok: int, micro_batch
     return per_tok * seq_len_tok * micro_batch
 
 
+# QLoRA's per-pass dequantization traffic per NF4 weight before a Profile measures it: read the
+# 4-bit code (0.5 B) and its double-quantized absmax (1/64 B), write the bf16 weight (2 B)
+# (bitsandbytes `dequantize_4bit`; Dettmers et al. 2023, §3).
+DEQUANT_BYTES_PER_WEIGHT = 0.5 + 1 / 64 + 2.0
+
+
+def dequant_passes_weights(card: ModelCard, *, method: str, grad_ckpt: bool) -> float:
+    """NF4 weights dequantized per step × passes (forward, backward input-gradient, + recompute):
+    0 unless QLoRA. Per step, not per token — the weights are dequantized once per matmul call."""
+    if method != "qlora":
+        return 0.0
+    from models.memory import nf4_weights
+
+    return nf4_weights(card) * (3 if grad_ckpt else 2)
+
+
 def train_step_time_s(card: ModelCard, gpu: GpuCard, *, terms=None, method: str, seq_len_tok: int, micro_batch: int,
                       grad_ckpt: bool, lora_r: int = 16, lora_targets: str = "all-linear") -> float:
     """Seconds of one optimizer step of one micro-batch on one GPU — the formula of
-    `models.profile.TrainingTerms`. Without a Profile's terms: FLOPs at the card's default MFU."""
+    `models.profile.TrainingTerms`: max(GPU work, host launch time). Without a Profile's terms:
+    FLOPs at the card's default MFU."""
     flops = train_step_flops(card, method=method, seq_len_tok=seq_len_tok, micro_batch=micro_batch, grad_ckpt=grad_ckpt,
                              lora_r=lora_r, lora_targets=lora_targets)
     if terms is None:
@@ -693,5 +710,10 @@ def train_step_time_s(card: ModelCard, gpu: GpuCard, *, terms=None, method: str,
     per_layer = terms.layer_overhead_ckpt_s if grad_ckpt else terms.layer_overhead_s
     a_flops = adapter_flops(card, method=method, seq_len_tok=seq_len_tok, micro_batch=micro_batch, grad_ckpt=grad_ckpt,
                             lora_r=lora_r, lora_targets=lora_targets)
-    return (flops / (gpu.bf16_tflops * 1e12 * terms.mfu) + terms.adapter_flops_factor * a_flops / (gpu.bf16_tflops * 1e12)
-            + terms.adapter_bytes_per_elem * elems / (gpu.hbm_tb_s * 1e12) + card.num_layers * per_layer)
+    dq = terms.dequant_bytes_per_weight if terms.dequant_bytes_per_weight is not None else DEQUANT_BYTES_PER_WEIGHT
+    gpu_s = (flops / (gpu.bf16_tflops * 1e12 * terms.mfu) + terms.adapter_flops_factor * a_flops / (gpu.bf16_tflops * 1e12)
+             + terms.adapter_bytes_per_elem * elems / (gpu.hbm_tb_s * 1e12) + card.num_layers * per_layer
+             + dq * dequant_passes_weights(card, method=method, grad_ckpt=grad_ckpt) / (gpu.hbm_tb_s * 1e12)
+             + terms.gpu_fixed_s)
+    host_s = card.num_layers * terms.host_layer_s.get(f"{method}/ckpt{int(bool(grad_ckpt))}", 0.0)
+    return max(gpu_s, host_s)  # launches overlap GPU work: the slower of the two sets the step
