@@ -288,3 +288,47 @@ def test_energy_fit_recovers_per_token_energy_above_the_measured_idle_power():
     assert e.idle_w == 70.0
     assert e.prefill_j_per_tok == pytest.approx(0.02, rel=1e-6) and e.decode_j_per_tok == pytest.approx(0.3, rel=1e-6)
     assert fit_energy(recs[:2], idle_w=70.0) is None  # too few runs to fit
+
+
+def test_training_fit_splits_launch_bound_from_gpu_bound_runs_and_recovers_both():
+    """Runs made by t = max(G, H) with recorded host times: the fit takes H per layer from the
+    launch-bound runs and G's coefficients from the GPU-bound ones, and reproduces every run."""
+    from simulator.training import train_step_time_s
+
+    truth = TrainingTerms(mfu=0.5, adapter_bytes_per_elem=30.0, adapter_flops_factor=6.0, gpu_fixed_s=0.01,
+                          dequant_bytes_per_weight=4.0,
+                          host_layer_s={"lora/ckpt0": 0.004, "lora/ckpt1": 0.009, "qlora/ckpt1": 0.012})
+    records, bound = [], []
+    for method in ("lora", "qlora"):
+        for seq in (256, 512, 2048, 4096):
+            for mb in (1, 2, 4, 8):
+                for ck in ((False, True) if method == "lora" else (True,)):
+                    kw = dict(method=method, seq_len_tok=seq, micro_batch=mb, grad_ckpt=ck, lora_r=16, lora_targets="all-linear")
+                    t = train_step_time_s(CARD, GPU, terms=truth, **kw)
+                    gpu_only = train_step_time_s(CARD, GPU, terms=truth.model_copy(update={"host_layer_s": {}}), **kw)
+                    launch = gpu_only < t
+                    bound.append(launch)
+                    records.append({"kind": "train", "key": f"{method}/{seq}/{mb}/{ck}", "model": "Llama-3.2-1B", "device": "cuda",
+                                    **kw, "step_time_s": t, "host_time_s": t if launch else 0.8 * t})
+    assert 4 <= sum(bound) < len(bound) - 4  # both regimes present
+    fit = fit_training(records, "Llama-3.2-1B", GPU, Ceilings(gemm_bf16_tflops=GPU.bf16_tflops * 0.8))
+    t = fit.terms
+    assert t.host_layer_s == pytest.approx(truth.host_layer_s, rel=1e-9)
+    assert t.mfu == pytest.approx(0.5, rel=1e-6) and t.gpu_fixed_s == pytest.approx(0.01, rel=1e-6)
+    assert t.dequant_bytes_per_weight == pytest.approx(4.0, rel=1e-6)
+    assert t.layer_overhead_s == t.layer_overhead_ckpt_s == 0.0
+    assert t.fit.mape < 1e-9
+
+
+def test_a_run_measured_twice_pools_its_timed_steps():
+    from calibrate.fit import pool_train_records
+
+    a = {"kind": "train", "key": "k", "warmup_steps": 1, "tokens_per_step": 100, "step_time_s": 2.0,
+         "step_times_s": [9.0, 1.0, 2.0, 3.0], "max_reserved_gib": 5.0}
+    b = {**a, "step_time_s": 5.0, "step_times_s": [9.0, 4.0, 5.0, 6.0], "host_times_s": [9.0, 3.0, 4.0, 5.0]}
+    failed = {**a, "error": "OutOfMemoryError", "step_time_s": None}
+    p = pool_train_records([a, b, failed])
+    assert p["step_time_s"] == 3.5 and p["measurements"] == 2 and p["tokens_per_s"] == pytest.approx(100 / 3.5)
+    assert p["host_time_s"] == 4.0  # only the measurement that recorded host time
+    assert p["max_reserved_gib"] == 5.0 and a["step_time_s"] == 2.0  # the first record, not mutated
+    assert pool_train_records([a]) is a

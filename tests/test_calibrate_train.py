@@ -123,3 +123,33 @@ def test_h100_plan_holds_the_issue_held_out_set_and_a_fit_grid_on_the_1b_shape()
            and r.method == "lora"}
     assert fit == {(s, b, c) for s in (512, 1024, 2048, 4096) for b in (1, 2, 4, 8) for c in (False, True)}
     assert len({r.key for r in plan}) == len(plan)
+
+
+def test_every_run_records_host_time_no_longer_than_its_wall_time(session):
+    rec = session.run(_run(r=4))
+    assert len(rec["host_times_s"]) == len(rec["step_times_s"])
+    assert all(0 < h <= t for h, t in zip(rec["host_times_s"], rec["step_times_s"]))
+    assert 0 < rec["host_time_s"] <= max(rec["step_times_s"][1:])
+
+
+def test_qlora_runs_on_an_nf4_base_with_peft_counting_only_the_adapters():
+    """The QLoRA path for real on CPU: bitsandbytes NF4 linears (everything but lm_head), peft LoRA
+    on top, trainable parameters = the LoRA formula, the record says its base format."""
+    import bitsandbytes as bnb
+
+    s = TrainSession(TINY, device="cpu", base_quant="nf4")
+    try:
+        layer = s.base.model.layers[0]
+        assert isinstance(layer.self_attn.q_proj, bnb.nn.Linear4bit) and isinstance(layer.mlp.down_proj, bnb.nn.Linear4bit)
+        assert not isinstance(s.base.lm_head, bnb.nn.Linear4bit)
+        rec = s.run(TrainRun(TINY, "qlora", 16, 2, True, 4, warmup_steps=1, timed_steps=2))
+        assert rec["oom"] is False and "error" not in rec, rec.get("error")
+        assert rec["base_quant"] == "nf4" and rec["key"].startswith(f"train/{TINY}/qlora-r4")
+        assert rec["trainable_params"] == rec["peft_trainable_params"] == _lora_params_by_formula(s.config, 4)
+        bf16 = TrainSession(TINY, device="cpu")
+        assert rec["params_total"] == bf16.params_total  # counted before NF4 packs two weights per byte
+        bf16.close()
+        with pytest.raises(ValueError, match="cannot run method lora"):
+            s.run(_run(r=4))  # an NF4 session does not run plain LoRA
+    finally:
+        s.close()
