@@ -429,6 +429,8 @@ def group_warm(out: Path, budget_s: float, tiny: bool) -> list[dict[str, Any]]:
     return group_serve(out, budget_s, tiny, plan=warm_plan(tiny), log_name="serve_warm.jsonl")
 
 
+LOG_NAMES = {"check": "check.jsonl", "train": "train.jsonl", "serve": "serve.jsonl", "repeat": "train_repeat.jsonl",
+             "host": "train_host.jsonl", "warm": "serve_warm.jsonl"}  # the run log each group appends to
 GROUPS: dict[str, Callable[[Path, float, bool], list[dict[str, Any]]]] = {
     "check": group_check, "train": group_train, "serve": group_serve, "repeat": group_repeat, "host": group_host,
     "warm": group_warm}
@@ -448,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if a.seed_log and Path(a.seed_log).is_file():
-        shutil.copyfile(a.seed_log, out / f"{a.group}.jsonl")
+        shutil.copyfile(a.seed_log, out / LOG_NAMES[a.group])
         log(f"resuming from {a.seed_log}")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     rows = GROUPS[a.group](out, a.budget_s, a.tiny)
