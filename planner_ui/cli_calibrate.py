@@ -93,7 +93,7 @@ def train_cmd(
     model: str = typer.Option(..., "--model", help="Catalog name (models/configs) or a config.json path."),
     seq: str = typer.Option("1024", "--seq", help="Sequence lengths in tokens, comma-separated."),
     micro_batch: str = typer.Option("1", "--micro-batch", help="Micro-batch sizes, comma-separated."),
-    method: str = typer.Option("lora", "--method", help="lora or full."),
+    method: str = typer.Option("lora", "--method", help="lora, qlora (NF4 base, needs bitsandbytes) or full."),
     lora_r: str = typer.Option("16", "--lora-r", help="LoRA ranks, comma-separated."),
     lora_targets: str = typer.Option("all-linear", "--lora-targets"),
     grad_ckpt: bool = typer.Option(False, "--grad-ckpt/--no-grad-ckpt", help="Gradient checkpointing."),
@@ -103,12 +103,12 @@ def train_cmd(
     log: Path = typer.Option(..., "--log", help="Run log (JSONL); done runs are skipped."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Short LoRA / full fine-tune runs on random weights: step time, tokens/s, peak memory, power."""
+    """Short LoRA / QLoRA / full fine-tune runs on random weights: step time, host time, tokens/s, peak memory, power."""
     from calibrate.model_build import config_path
     from calibrate.train import TrainRun, run_sweep
 
     config_path(model)  # unknown model → one-line error before any work
-    ranks = _int_list(lora_r, "--lora-r") if method == "lora" else [0]
+    ranks = _int_list(lora_r, "--lora-r") if method != "full" else [0]
     runs = [TrainRun(model, method, s, b, grad_ckpt, r, lora_targets, warmup_steps, timed_steps)
             for s, b, r in itertools.product(_int_list(seq, "--seq"), _int_list(micro_batch, "--micro-batch"), ranks)]
     _warn_if_busy()
@@ -123,14 +123,15 @@ def train_cmd(
     from rich.table import Table
 
     t = Table(title=f"training runs ({log})", title_justify="left")
-    for c in ("run", "step_ms", "tokens/s", "peak alloc GiB", "peak reserved GiB", "W"):
+    for c in ("run", "step_ms", "host_ms", "tokens/s", "peak alloc GiB", "peak reserved GiB", "W"):
         t.add_column(c, justify="left" if c == "run" else "right", no_wrap=c == "run")
     for r in recs:
         if r.get("error"):
-            t.add_row(r["key"], "OOM" if r.get("oom") else r["error"][:40], "", "", "", "")
+            t.add_row(r["key"], "OOM" if r.get("oom") else r["error"][:40], "", "", "", "", "")
             continue
         gib = (lambda v: f"{v:.2f}" if v is not None else "-")
-        t.add_row(r["key"], f"{r['step_time_s'] * 1e3:.1f}", f"{r['tokens_per_s']:.0f}", gib(r["max_allocated_gib"]),
+        host = f"{r['host_time_s'] * 1e3:.1f}" if r.get("host_time_s") else "-"
+        t.add_row(r["key"], f"{r['step_time_s'] * 1e3:.1f}", host, f"{r['tokens_per_s']:.0f}", gib(r["max_allocated_gib"]),
                   gib(r["max_reserved_gib"]), f"{r['power'].get('mean_power_w', 0) or 0:.0f}")
     output.out.print(t)
 

@@ -70,9 +70,15 @@ def profile_rows(profile) -> list[tuple[str, Any]]:
                  ("step fit", f"n={st.fit.n_points}, R²={st.fit.r2:.3f}, MAPE={st.fit.mape:.1%} on {st.fit_model}")]
     tr = profile.training
     if tr is not None:
-        rows += [("training GEMM MFU", round(tr.mfu, 3)), ("adapter bytes/elem", round(tr.adapter_bytes_per_elem, 2)),
-                 ("host s/layer (ckpt off/on)", f"{tr.layer_overhead_s:.4g} / {tr.layer_overhead_ckpt_s:.4g}"),
-                 ("memory overhead GiB", round(tr.memory_overhead_gib, 3))]
+        rows += [("training GEMM MFU", round(tr.mfu, 3)), ("adapter bytes/elem", round(tr.adapter_bytes_per_elem, 2))]
+        if tr.host_layer_s:  # max(GPU, launch) form
+            rows += [("host launch ms/layer", ", ".join(f"{k} {v * 1e3:.2f}" for k, v in sorted(tr.host_layer_s.items()))),
+                     ("GPU fixed ms/step", round(tr.gpu_fixed_s * 1e3, 2))]
+        else:
+            rows.append(("host s/layer (ckpt off/on)", f"{tr.layer_overhead_s:.4g} / {tr.layer_overhead_ckpt_s:.4g}"))
+        if tr.dequant_bytes_per_weight is not None:
+            rows.append(("QLoRA dequant bytes/weight/pass", round(tr.dequant_bytes_per_weight, 2)))
+        rows.append(("memory overhead GiB", round(tr.memory_overhead_gib, 3)))
         if tr.fit is not None:
             rows.append(("training fit", f"n={tr.fit.n_points}, MAPE={tr.fit.mape:.1%}"))
     if profile.energy is not None:

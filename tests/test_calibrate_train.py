@@ -153,3 +153,20 @@ def test_qlora_runs_on_an_nf4_base_with_peft_counting_only_the_adapters():
             s.run(_run(r=4))  # an NF4 session does not run plain LoRA
     finally:
         s.close()
+
+
+def test_cli_train_runs_qlora_and_prints_host_time(tmp_path):
+    """`lifecost calibrate train --method qlora` end to end on CPU: one record in the log with its
+    NF4 base and host times; a bad method is a one-line error naming --method's field."""
+    from typer.testing import CliRunner
+
+    from planner_ui.cli import app
+
+    log = tmp_path / "train.jsonl"
+    res = CliRunner().invoke(app, ["calibrate", "train", "--model", TINY, "--method", "qlora", "--seq", "16", "--lora-r", "4",
+                                   "--warmup-steps", "1", "--timed-steps", "2", "--device", "cpu", "--log", str(log), "--json"])
+    assert res.exit_code == 0, res.output
+    recs = RunLog(log).records("train")
+    assert len(recs) == 1 and recs[0]["base_quant"] == "nf4" and recs[0]["host_time_s"] > 0
+    bad = CliRunner().invoke(app, ["calibrate", "train", "--model", TINY, "--method", "qqlora", "--log", str(log)])
+    assert bad.exit_code == 2 and "method" in bad.output and "Traceback" not in bad.output
