@@ -624,7 +624,8 @@ def launch_bound(rec: dict[str, Any]) -> bool | None:
     return h >= LAUNCH_BOUND * t
 
 
-def fit_training(records: list[dict[str, Any]], fit_model: str, gpu: GpuCard, ceilings: Ceilings | None = None) -> TrainingFit | None:
+def fit_training(records: list[dict[str, Any]], fit_model: str, gpu: GpuCard, ceilings: Ceilings | None = None,
+                 intercept: str = "step") -> TrainingFit | None:
     """The `TrainingTerms` step-time coefficients and memory overhead from the FIT model's runs.
 
     With host times (GPU runs of `calibrate.train` record them) the step is t = max(G, H):
@@ -633,7 +634,9 @@ def fit_training(records: list[dict[str, Any]], fit_model: str, gpu: GpuCard, ce
     - G, fitted on the runs that were GPU-bound: linear in (FLOPs/peak → 1/mfu, adapter elements
       → adapter_bytes_per_elem, adapter FLOPs → adapter_flops_factor, NF4 weight passes →
       dequant_bytes_per_weight, 1 → gpu_fixed_s), one NNLS on relative error. One model size
-      cannot tell whether the zero-token intercept grows with depth; it is kept per step.
+      cannot tell whether the zero-token intercept grows with depth; it is kept per step
+      (`intercept="layer"` fits it per decoder layer instead, into layer_overhead_s /
+      layer_overhead_ckpt_s — `benchmarks/calibration_fidelity.py` prints what that changes).
     Without host times (older logs, CPU runs) the additive form of earlier Profiles:
     G + num_layers · layer_overhead(ckpt), fitted on all runs.
     The FLOP term cannot run faster than the GEMM ceiling the probe measured, so 1/mfu ≥
@@ -668,7 +671,10 @@ def fit_training(records: list[dict[str, Any]], fit_model: str, gpu: GpuCard, ce
     gpu_rows = [i for i, b in enumerate(bound) if b is False]
     host_layer: dict[str, float] = {}
     if len(gpu_rows) >= MIN_GPU_BOUND_RUNS:
-        free = np.array([True, True, False, False, True, True, True])
+        if intercept not in ("step", "layer"):
+            raise ValueError(f"intercept must be 'step' or 'layer', got {intercept!r}")
+        per_layer = intercept == "layer"
+        free = np.array([True, True, per_layer, per_layer, True, True, not per_layer])
         x = nnls_relative(a[gpu_rows], y[gpu_rows], np.array([lower, 0, 0, 0, 0, 0, 0.0]), free=free)
         for s in sorted({setup_key(r) for r, b in zip(runs, bound) if b}):
             per_layer = [float(r["step_time_s"]) / card_of(r).num_layers for r, b in zip(runs, bound) if b and setup_key(r) == s]
