@@ -113,19 +113,34 @@ def stage_probe(cfg: PipelineConfig, say: Say) -> dict[str, Any]:
     return rec
 
 
-def train_plan(fit_ref: str, heldout_ref: str, small: bool) -> list:
-    """The training runs: a grid on the fit model, a few held-out points on the other."""
+def qlora_available() -> bool:
+    """QLoRA runs need bitsandbytes (the `calibrate` extra); without it they are left out."""
+    import importlib.util
+
+    return importlib.util.find_spec("bitsandbytes") is not None
+
+
+def train_plan(fit_ref: str, heldout_ref: str, small: bool, qlora: bool | None = None) -> list:
+    """The training runs: a grid on the fit model, a few held-out points on the other; QLoRA
+    points on both where bitsandbytes is installed."""
     from calibrate.train import TrainRun
 
+    qlora = qlora_available() if qlora is None else qlora
     if small:
         runs = [TrainRun(fit_ref, "lora", s, b, c, 8, warmup_steps=1, timed_steps=3)
                 for c in (False, True) for s in (32, 128) for b in (1, 4)]
         runs += [TrainRun(fit_ref, "full", 128, 2, c, warmup_steps=1, timed_steps=3) for c in (False, True)]
         runs += [TrainRun(heldout_ref, "lora", 64, b, c, 8, warmup_steps=1, timed_steps=3) for b in (1, 4) for c in (False, True)]
+        if qlora:
+            runs += [TrainRun(fit_ref, "qlora", s, 2, c, 8, warmup_steps=1, timed_steps=3) for s in (32, 128) for c in (False, True)]
+            runs += [TrainRun(heldout_ref, "qlora", 64, 2, True, 8, warmup_steps=1, timed_steps=3)]
         return runs
     runs = [TrainRun(fit_ref, "lora", s, b, c, 16) for c in (False, True) for s in (512, 1024, 2048, 4096) for b in (1, 2, 4, 8)]
     runs += [TrainRun(fit_ref, "full", s, b, True) for s in (1024, 2048) for b in (1, 4)]
     runs += [TrainRun(heldout_ref, "lora", 2048, b, c, r) for r in (16, 64) for b in (1, 4) for c in (False, True)]
+    if qlora:
+        runs += [TrainRun(fit_ref, "qlora", s, b, c, 16) for s in (1024, 2048, 4096) for b in (1, 4) for c in (False, True)]
+        runs += [TrainRun(heldout_ref, "qlora", 2048, b, c, 16) for b in (1, 4) for c in (False, True)]
     return runs
 
 
@@ -158,12 +173,13 @@ def _train_runs(cfg: PipelineConfig, fit_dir: Path, heldout_dir: Path, gpu: bool
     done = log.done_keys("train")
     todo = [r for r in runs if r.key not in done]
     say(f"train: {len(todo)} of {len(runs)} runs to do")
-    by_model: dict[str, list] = {}
+    by_model: dict[tuple[str, str | None], list] = {}  # one session per model and base format
     for r in todo:
-        by_model.setdefault(r.model, []).append(r)
+        by_model.setdefault((r.model, "nf4" if r.method == "qlora" else None), []).append(r)
     k = 0
-    for model, model_runs in by_model.items():
-        session = TrainSession(model, device=None if gpu else "cpu", dtype=torch.bfloat16 if gpu else torch.float32)
+    for (model, base_quant), model_runs in by_model.items():
+        session = TrainSession(model, device=None if gpu else "cpu", dtype=torch.bfloat16 if gpu else torch.float32,
+                               base_quant=base_quant)
         try:
             for r in model_runs:
                 k += 1

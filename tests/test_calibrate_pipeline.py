@@ -73,3 +73,16 @@ def test_the_same_model_for_fit_and_held_out_is_refused(tmp_path):
                                    "--model-fit", "tiny-llama-h128", "--model-heldout", "tiny-llama-h128"])
     assert res.exit_code != 0
     assert "--model-heldout" in str(res.exception) or "--model-heldout" in res.output
+
+
+def test_qlora_runs_join_the_pipeline_and_their_dequant_term_is_fitted(calibrated):
+    """bitsandbytes is in the calibrate extra: the quick pipeline measures QLoRA on an NF4 base for
+    both sizes, the Profile gets a measured dequantization term, the report checks the held-out one."""
+    out, summary = calibrated
+    recs = [r for r in RunLog(out / "runs" / "train.jsonl").records("train") if r.get("method") == "qlora"]
+    assert len(recs) == 5 and all(r["base_quant"] == "nf4" and not r.get("error") for r in recs)
+    prof = load_profile(summary["profile"])
+    assert prof.training.dequant_bytes_per_weight is not None
+    fid = json.loads((out / "fidelity.json").read_text())
+    held_q = [r for r in fid["training"] if r["set"] == "held-out" and r.get("method") == "qlora"]
+    assert len(held_q) == 1 and math.isfinite(held_q[0]["metrics"]["step_time_s"]["error"])
