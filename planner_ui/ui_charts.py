@@ -53,7 +53,7 @@ def fit_rows(profile) -> list[dict[str, Any]]:
     if profile.training is not None and profile.training.fit is not None:
         f = profile.training.fit
         rows.append({"fit": f"training (MFU {profile.training.mfu:.1%})", "points": f.n_points, "R²": round(f.r2, 4),
-                     "MAPE": f"{f.mape:.1%}", "fitted on": "—"})
+                     "MAPE": f"{f.mape:.1%}", "fitted on": profile.training.fit_model or "—"})
     return rows
 
 
@@ -77,7 +77,7 @@ def fidelity_scatter(frame, kind: str) -> go.Figure:
     for i, (metric, g) in enumerate(f.groupby("metric", sort=True)):
         fig.add_trace(go.Scatter(
             x=g["measured"], y=g["predicted"], mode="markers", name=metric,
-            marker=dict(size=10, color=PALETTE[i % len(PALETTE)], symbol=["circle" if s == "fit" else "diamond-open" for s in g["set"]],
+            marker=dict(size=10, color=PALETTE[i % len(PALETTE)], symbol=[{"fit": "circle", "cold": "x-thin-open"}.get(s, "diamond-open") for s in g["set"]],
                         line=dict(width=2)),
             customdata=np.stack([g["model"], g["run"], g["set"], g["error"].astype(float)], axis=1),
             hovertemplate="%{customdata[0]} %{customdata[1]} (%{customdata[2]})<br>measured %{x:.4g}, predicted %{y:.4g}"
@@ -89,7 +89,8 @@ def fidelity_scatter(frame, kind: str) -> go.Figure:
                                      line=dict(color="#94a3b8", dash=dash, width=1)))
     fig.update_xaxes(type="log")
     fig.update_yaxes(type="log")
-    return style(fig, title=f"{kind.capitalize()}: simulated vs measured (● fitted runs, ◇ held-out; dotted ±15 %)",
+    cold = ", × cold engine" if (f["set"] == "cold").any() else ""
+    return style(fig, title=f"{kind.capitalize()}: simulated vs measured (● fitted runs, ◇ held-out{cold}; dotted ±15 %)",
                  x="measured (metric's own unit)", y="predicted by lifecost", height=420)
 
 
