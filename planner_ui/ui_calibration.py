@@ -22,10 +22,17 @@ def render(built: Built) -> None:
     if found is not None and gpu is not None:
         source, profile, measured = found
         if profile is None:
-            st.info(f"**roofline (uncalibrated)** — no measured Profile for {gpu.name} ({source}). Step times use the "
-                    f"datasheet: {gpu.bf16_tflops:,.0f} TFLOP/s bf16 × {gpu.flops_efficiency:.0%} and "
-                    f"{gpu.hbm_tb_s:,.2f} TB/s × {gpu.hbm_efficiency:.0%}; training MFU {gpu.mfu_training:.0%}. "
-                    f"Run `lifecost calibrate` on the target GPU to replace them with measurements.")
+            datasheet = (f"{gpu.bf16_tflops:,.0f} TFLOP/s bf16 × {gpu.flops_efficiency:.0%} and "
+                         f"{gpu.hbm_tb_s:,.2f} TB/s × {gpu.hbm_efficiency:.0%}")
+            if measured is None:
+                st.info(f"**roofline (uncalibrated)** — no measured Profile for {gpu.name} ({source}). Step times use the "
+                        f"datasheet: {datasheet}; training MFU {gpu.mfu_training:.0%}. "
+                        f"Run `lifecost calibrate` on the target GPU to replace them with measurements.")
+            else:
+                training = ("training uses its measured step model" if measured.training is not None
+                            else f"training MFU {gpu.mfu_training:.0%}")
+                st.info(f"**roofline (uncalibrated) serving steps** — {source}. Serving step times use the datasheet: "
+                        f"{datasheet}; {training}. The Profile's measured ceilings are shown below.")
         else:
             st.success(f"Profile **{profile.key}** ({source}) — measured on {profile.gpu.name} with "
                        f"{profile.engine.name} {profile.engine.version}, {profile.created_utc}")

@@ -96,8 +96,10 @@ def profile_in_use(scenario: Scenario):
         from models.profile import find_profile
 
         partial = find_profile(gpu_card(scenario.gpu.name).name)
-        if partial is not None:  # measured ceilings but no step-time fit: shown, not used for steps
-            return f"{how}; {partial.key} has no step-time fit", None, partial
+        if partial is not None:  # measured ceilings, shown; its fit is not used for steps
+            why = (f"{partial.key} is a fit of another engine ({partial.engine.name}), used only when named: "
+                   f"engine.profile: {partial.key}" if partial.step_time is not None else f"{partial.key} has no step-time fit")
+            return f"{how}; {why}", None, partial
     return how, used, used
 
 

@@ -311,6 +311,13 @@ def test_calibration_view_shows_the_profile_in_use_and_its_fidelity(tmp_path):
     at.text_input(key="sc.engine.profile").set_value("roofline").run()
     assert any("roofline (uncalibrated)" in i.value for i in at.info)
 
+    # auto on the H100: the committed transformers-CB Profile is a fit of another engine, named to be used
+    at.text_input(key="sc.engine.profile").set_value("auto").run()
+    assert_no_traceback(at)
+    assert any("fit of another engine (transformers-cb)" in i.value and "measured step model" in i.value for i in at.info)
+    at.text_input(key="sc.engine.profile").set_value("h100-sxm/transformers-cb").run()
+    assert any("transformers-cb" in s.value for s in at.success)
+
 
 def test_capacity_report_downloads_are_the_cli_report(tmp_path):
     from typer.testing import CliRunner
