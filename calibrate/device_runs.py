@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from calibrate.runlog import RunLog, write_atomic
-from calibrate.serve_base import (ServeRequest, burst, poisson_requests, pure_decode_step_s, read_length_pairs,
-                                  replay_record, summarize, workload_key)
+from calibrate.serve_base import (ServeRequest, burst, captures_summary, poisson_requests, pure_decode_step_s,
+                                  read_length_pairs, replay_record, summarize, workload_key)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRACE_CSV = REPO_ROOT / "tests" / "fixtures" / "calibrate_traces" / "splitwise_conv_head1000.csv"
@@ -282,10 +282,10 @@ def group_serve(out: Path, budget_s: float, tiny: bool, plan: list[dict[str, Any
             if workload.get("warm"):
                 cold = backend.replay(requests)
                 extra["cold_pass"] = {"summary": summarize(cold),
-                                      "graph_captures": _captures(backend.last_captures)}
+                                      "graph_captures": captures_summary(backend.last_captures)}
             with PowerSampler() as power:
                 served = backend.replay(requests)
-            extra["graph_captures"] = _captures(backend.last_captures)
+            extra["graph_captures"] = captures_summary(backend.last_captures)
             rec = replay_record(key=key, backend=backend, model=model, gpu=gpu, workload=workload, served=served,
                                 extra={"engine_settings": backend.engine_settings(), "power": power.result(),
                                        "model_config": backend.config, **extra})
@@ -315,14 +315,6 @@ def group_serve(out: Path, budget_s: float, tiny: bool, plan: list[dict[str, Any
     if backend is not None:
         backend.close()
     return rows
-
-
-def _captures(captures: list[tuple[float, float]] | None) -> dict[str, Any] | None:
-    """The CUDA-graph captures of one replay: how many, their seconds, and when (from its start)."""
-    if captures is None:
-        return None
-    return {"count": len(captures), "total_s": sum(d for _, d in captures),
-            "at_s": [round(t, 4) for t, _ in captures], "seconds": [round(d, 4) for _, d in captures]}
 
 
 def _workload(item: dict[str, Any], lengths: list[tuple[int, int]],

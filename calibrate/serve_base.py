@@ -115,6 +115,15 @@ def summarize(served: list[ServedRequest]) -> dict[str, float]:
     return summary
 
 
+def captures_summary(captures: list[tuple[float, float]] | None) -> dict[str, Any] | None:
+    """The CUDA-graph captures of one replay (`TransformersBackend.last_captures`): how many, their
+    seconds, and when (from the replay's start); None where the backend cannot see them."""
+    if captures is None:
+        return None
+    return {"count": len(captures), "total_s": sum(d for _, d in captures),
+            "at_s": [round(t, 4) for t, _ in captures], "seconds": [round(d, 4) for _, d in captures]}
+
+
 def workload_key(workload: dict[str, Any]) -> str:
     """A short stable hash of a workload description (sorted JSON), for run-log keys."""
     text = json.dumps(workload, sort_keys=True, separators=(",", ":"))

@@ -86,3 +86,20 @@ def test_qlora_runs_join_the_pipeline_and_their_dequant_term_is_fitted(calibrate
     fid = json.loads((out / "fidelity.json").read_text())
     held_q = [r for r in fid["training"] if r["set"] == "held-out" and r.get("method") == "qlora"]
     assert len(held_q) == 1 and math.isfinite(held_q[0]["metrics"]["step_time_s"]["error"])
+
+
+def test_the_transformers_backend_pipeline_measures_trace_replays_on_a_warm_engine(tmp_path):
+    """`--backend transformers` (the fallback where vLLM cannot be installed), serving only: each
+    Poisson replay runs once untimed first and its record keeps that pass and the graph captures of
+    both (none on a CPU: no CUDA graphs); the Profile names the engine."""
+    res = CliRunner().invoke(app, ["calibrate", "all", "--out", str(tmp_path), "--quick", "--skip-train",
+                                   "--backend", "transformers", "--json"])
+    assert res.exit_code == 0, res.output
+    prof = load_profile(tmp_path / "transformers-cb.json")
+    assert prof.engine.name == "transformers-cb" and prof.step_time is not None
+    recs = list(RunLog(tmp_path / "runs" / "serve_tiny-llama-h128.jsonl").records("serve_replay"))
+    poisson = [r for r in recs if r["workload"]["kind"] == "poisson"]
+    assert poisson and all(r["workload"]["warm"] and r["cold_pass"]["summary"]["ttft_s_p50"] > 0 for r in poisson)
+    assert all(r["graph_captures"] == {"count": 0, "total_s": 0, "at_s": [], "seconds": []} for r in recs)
+    fid = json.loads((tmp_path / "fidelity.json").read_text())
+    assert "serving held-out" in fid["summary"]
