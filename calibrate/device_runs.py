@@ -421,11 +421,25 @@ def group_warm(out: Path, budget_s: float, tiny: bool) -> list[dict[str, Any]]:
     return group_serve(out, budget_s, tiny, plan=warm_plan(tiny), log_name="serve_warm.jsonl")
 
 
+def group_gemmgrid(out: Path, budget_s: float, tiny: bool) -> list[dict[str, Any]]:
+    """Only the probe's GEMM grid (`calibrate.probe.gemm_grid`), into `gemm_grid.json`."""
+    import torch
+
+    from calibrate.probe import gemm_grid
+
+    cuda = torch.cuda.is_available()
+    grid = gemm_grid(torch.device("cuda" if cuda else "cpu"), torch.bfloat16 if cuda else torch.float32, tiny, log)
+    write_atomic(out / "gemm_grid.json", json.dumps(grid, indent=0))
+    return [{"what": f"gemm M={g['m']} K={g['k']} N={g['n']}", "tflops": round(g["tflops"], 1)} for g in grid
+            if g["k"] == g["n"] or g["n"] > 100000]
+
+
 LOG_NAMES = {"check": "check.jsonl", "train": "train.jsonl", "serve": "serve.jsonl", "repeat": "train_repeat.jsonl",
-             "host": "train_host.jsonl", "warm": "serve_warm.jsonl"}  # the run log each group appends to
+             "host": "train_host.jsonl", "warm": "serve_warm.jsonl",
+             "gemmgrid": "gemm_grid.jsonl"}  # the run log each group appends to
 GROUPS: dict[str, Callable[[Path, float, bool], list[dict[str, Any]]]] = {
     "check": group_check, "train": group_train, "serve": group_serve, "repeat": group_repeat, "host": group_host,
-    "warm": group_warm}
+    "warm": group_warm, "gemmgrid": group_gemmgrid}
 
 
 def main(argv: list[str] | None = None) -> int:

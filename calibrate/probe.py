@@ -145,6 +145,35 @@ def host_link(nbytes: int, device: torch.device, reps: int = 10) -> dict[str, An
             "h2d_gb_s": nbytes / t_h2d / 1e9, "d2h_gb_s": nbytes / t_d2h / 1e9}
 
 
+# The GEMM grid (`gemm_grid`): token counts × the matrix sides of the catalog's dense models
+# (hidden, KV, MLP widths) and a vocabulary-sized N (the LM head). A model's own linears are then
+# priced by interpolating this table (`models.profile.GemmGrid`) instead of one peak rate: on the
+# H100 a 1B-shaped LoRA step ran its GEMMs at 429 TFLOP/s and an 8B-shaped one at 545
+# (`benchmarks/train_step_profile.py`) — narrow matrices use the tensor cores less well.
+GRID_M = (512, 2048, 8192, 32768)
+GRID_KN = (512, 1024, 2048, 3072, 4096, 8192, 14336, 28672)
+GRID_VOCAB_N = 128256
+
+
+def gemm_grid(device: torch.device, dtype: torch.dtype, quick: bool = False,
+              progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """TFLOP/s of C[m,n] = A[m,k] @ B[k,n] over the grid (a tiny grid when `quick` or on a CPU)."""
+    say = progress or (lambda s: None)
+    small = quick or device.type != "cuda"
+    ms = (16, 64, 256) if small else GRID_M
+    dims = (32, 64, 128, 256) if small else GRID_KN
+    out = []
+    for m in ms:
+        say(f"GEMM grid M={m}")
+        for k in dims:
+            for n in dims + ((512,) if small else (GRID_VOCAB_N,)):
+                g = gemm(m, n, k, device, dtype, reps=3)
+                out.append({"m": m, "k": k, "n": n, "tflops": g["tflops"]})
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return out
+
+
 def run_probe(quick: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The full probe record (`kind: "probe"`). `quick` shrinks sizes (for tests and CPU)."""
     say = progress or (lambda s: None)
@@ -184,6 +213,7 @@ def run_probe(quick: bool = False, progress: Callable[[str], None] | None = None
             gemms.append({"shape": "decode", **gemm(m, n, k, device, dtype, rotate_bytes=rotate,
                                                     reps=5 if quick else 20)})
     rec["gemm"] = gemms
+    rec["gemm_grid"] = gemm_grid(device, dtype, quick, say)
     copy_bytes = (64 << 20) if (quick or not cuda) else (2 << 30)
     say(f"device copy {copy_bytes >> 20} MiB")
     rec["device_copy"] = device_copy(copy_bytes, device, reps=5 if quick else 10)
