@@ -153,6 +153,17 @@ def card_of(rec: dict[str, Any]) -> ModelCard:
     return load_model(rec["model"])
 
 
+TRAIN_GEMM_MIN_M, TRAIN_GEMM_MIN_SIDE = 2048, 2048  # the grid cells a training step's matmuls look like
+
+
+def gemm_train_tflops(grid: list[dict[str, Any]] | None) -> float | None:
+    """Median TFLOP/s of the probe's GEMM grid (`calibrate.probe.gemm_grid`) over training-sized
+    shapes: ≥ 2048 tokens, both matrix sides ≥ 2048. On the H100 they span 626–763 TFLOP/s with
+    no trend in width (1B- and 8B-sized matrices alike), so one rate prices them; None without a grid."""
+    cells = [g["tflops"] for g in grid or () if g["m"] >= TRAIN_GEMM_MIN_M and min(g["k"], g["n"]) >= TRAIN_GEMM_MIN_SIDE]
+    return float(np.median(cells)) if cells else None
+
+
 def ceilings_from_probe(probe: dict[str, Any] | None) -> Ceilings:
     """Measured ceilings: the square GEMM rate (bf16 on a GPU, fp32 on a CPU), copy and host link."""
     if not probe:
@@ -162,6 +173,7 @@ def ceilings_from_probe(probe: dict[str, Any] | None) -> Ceilings:
     copy = probe.get("device_copy") or {}
     return Ceilings(
         gemm_bf16_tflops=sq["tflops"] if sq else None,
+        gemm_train_tflops=gemm_train_tflops(probe.get("gemm_grid")),
         hbm_copy_tb_s=copy.get("tb_s_read_write"),
         h2d_gb_s=link.get("h2d_gb_s"),
         d2h_gb_s=link.get("d2h_gb_s"),
@@ -629,9 +641,11 @@ def fit_training(records: list[dict[str, Any]], fit_model: str, gpu: GpuCard, ce
     """The `TrainingTerms` step-time coefficients and memory overhead from the FIT model's runs.
 
     With host times (GPU runs of `calibrate.train` record them) the step is t = max(G, H):
+    - FLOPs at the probe's GEMM rate for training-sized shapes (`Ceilings.gemm_train_tflops`) when
+      the probe measured its grid, else at a fitted MFU;
     - H, per setup "<method>/ckpt<0|1>": the median wall time per decoder layer of the fit runs
       that were launch-bound (host time ≥ 97 % of wall time) — the host's launch rate;
-    - G, fitted on the runs that were GPU-bound: linear in (FLOPs/peak → 1/mfu, adapter elements
+    - G, fitted on the runs that were GPU-bound: linear in (FLOPs/peak → 1/mfu unless pinned, adapter elements
       → adapter_bytes_per_elem, adapter FLOPs → adapter_flops_factor, NF4 weight passes →
       dequant_bytes_per_weight, 1 → gpu_fixed_s), one NNLS on relative error. One model size
       cannot tell whether the zero-token intercept grows with depth; it is kept per step
@@ -656,6 +670,12 @@ def fit_training(records: list[dict[str, Any]], fit_model: str, gpu: GpuCard, ce
     lower = 1.0
     if ceilings is not None and ceilings.gemm_bf16_tflops:
         lower = max(1.0, gpu.bf16_tflops / ceilings.gemm_bf16_tflops)
+    # the GEMM rate measured at training shapes, when the probe has a grid: FLOPs are priced at it
+    # rather than fitted — on one model size FLOPs and activation traffic both grow with tokens,
+    # and a fitted rate trades one for the other (the split then extrapolates wrongly in width)
+    gemm_pinned = bool(ceilings is not None and ceilings.gemm_train_tflops)
+    if gemm_pinned:
+        lower = max(1.0, gpu.bf16_tflops / ceilings.gemm_train_tflops)
     # columns: 1/mfu, adapter B/elem, layer overhead ckpt off / on, adapter FLOP factor, dequant B/weight, fixed s
     a = np.zeros((len(runs), 7))
     y = np.array([float(r["step_time_s"]) for r in runs])
@@ -674,7 +694,7 @@ def fit_training(records: list[dict[str, Any]], fit_model: str, gpu: GpuCard, ce
         if intercept not in ("step", "layer"):
             raise ValueError(f"intercept must be 'step' or 'layer', got {intercept!r}")
         per_layer = intercept == "layer"
-        free = np.array([True, True, per_layer, per_layer, True, True, not per_layer])
+        free = np.array([not gemm_pinned, True, per_layer, per_layer, True, True, not per_layer])
         x = nnls_relative(a[gpu_rows], y[gpu_rows], np.array([lower, 0, 0, 0, 0, 0, 0.0]), free=free)
         for s in sorted({setup_key(r) for r, b in zip(runs, bound) if b}):
             per_layer = [float(r["step_time_s"]) / card_of(r).num_layers for r, b in zip(runs, bound) if b and setup_key(r) == s]

@@ -237,4 +237,7 @@ def headline(rec: dict[str, Any]) -> dict[str, Any]:
     if "host_link" in rec:
         h["h2d_gb_s"] = round(rec["host_link"]["h2d_gb_s"], 1)
         h["d2h_gb_s"] = round(rec["host_link"]["d2h_gb_s"], 1)
+    train = [g["tflops"] for g in rec.get("gemm_grid") or () if g["m"] >= 2048 and min(g["k"], g["n"]) >= 2048]
+    if train:  # the rate `calibrate.fit.gemm_train_tflops` prices training matmuls at
+        h["gemm_training_shapes_median_tflops"] = round(statistics.median(train), 1)
     return h

@@ -71,6 +71,9 @@ class Ceilings(_Section):
     """
 
     gemm_bf16_tflops: float | None = Field(None, gt=0)
+    # median rate of the probe's GEMM grid over training-sized shapes (M ≥ 2048 tokens, K and N ≥
+    # 2048): what a training step's big matmuls run at (`calibrate.fit.gemm_train_tflops`)
+    gemm_train_tflops: float | None = Field(None, gt=0)
     hbm_copy_tb_s: float | None = Field(None, gt=0)
     h2d_gb_s: float | None = Field(None, gt=0)
     d2h_gb_s: float | None = Field(None, gt=0)

@@ -332,3 +332,28 @@ def test_a_run_measured_twice_pools_its_timed_steps():
     assert p["host_time_s"] == 4.0  # only the measurement that recorded host time
     assert p["max_reserved_gib"] == 5.0 and a["step_time_s"] == 2.0  # the first record, not mutated
     assert pool_train_records([a]) is a
+
+
+def test_a_probe_gemm_grid_pins_the_training_gemm_rate():
+    """With the probe's GEMM grid, FLOPs are priced at its median rate over training-sized cells
+    (not fitted): the Profile's training MFU is that rate over the datasheet peak, and the other
+    terms still reproduce runs made with it."""
+    from calibrate.fit import gemm_train_tflops
+    from simulator.training import train_step_time_s
+
+    grid = [{"m": m, "k": k, "n": n, "tflops": 700.0 if min(k, n) >= 2048 and m >= 2048 else 100.0}
+            for m in (512, 2048, 8192) for k in (512, 2048, 4096) for n in (512, 2048, 4096)]
+    assert gemm_train_tflops(grid) == 700.0 and gemm_train_tflops(None) is None
+    rate_mfu = 700.0 / GPU.bf16_tflops
+    truth = TrainingTerms(mfu=rate_mfu, adapter_bytes_per_elem=30.0, gpu_fixed_s=0.02)
+    records = []
+    for seq in (512, 2048, 4096):
+        for mb in (1, 4, 8):
+            for ck in (False, True):
+                kw = dict(method="lora", seq_len_tok=seq, micro_batch=mb, grad_ckpt=ck, lora_r=16, lora_targets="all-linear")
+                t = train_step_time_s(CARD, GPU, terms=truth, **kw)
+                records.append({"kind": "train", "key": f"{seq}/{mb}/{ck}", "model": "Llama-3.2-1B", "device": "cuda", **kw,
+                                "step_time_s": t, "host_time_s": 0.5 * t})
+    fit = fit_training(records, "Llama-3.2-1B", GPU, Ceilings(gemm_bf16_tflops=800.0, gemm_train_tflops=700.0))
+    assert fit.terms.mfu == pytest.approx(rate_mfu, rel=1e-12)
+    assert fit.terms.adapter_bytes_per_elem == pytest.approx(30.0, rel=1e-6) and fit.terms.gpu_fixed_s == pytest.approx(0.02, rel=1e-6)
