@@ -47,14 +47,7 @@ def profile_step(session: TrainSession, run: TrainRun) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     rec = session.run(run)  # warm-up + timed steps: the allocator and kernels are warm after this
-    model, _ = session._wrap(run)
-    try:
-        if run.grad_ckpt:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
-        model.train()
-        vocab = int(session.config.get("vocab_size", 32000))
-        batch = torch.randint(0, vocab, (run.micro_batch, run.seq_len_tok), device=session.device)
+    with session.wrapped(run) as (model, batch):
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
         for _ in range(2):
             model(input_ids=batch, labels=batch).loss.backward()
@@ -87,9 +80,6 @@ def profile_step(session: TrainSession, run: TrainRun) -> dict:
         return {"model": run.model, "key": run.key, "layers": session.config.get("num_hidden_layers"),
                 "wall_s": wall_s, "host_s": host_s, "gpu_busy_s": busy, "gpu_idle_s": max(0.0, wall_s - busy),
                 "kernels": n_kernels, "by_kind_s": by_kind, "timed_step_s": rec.get("step_time_s")}
-    finally:
-        del opt
-        session._unwrap(model, run)
 
 
 def main() -> int:

@@ -41,6 +41,7 @@ it): runs on the device machine, which has no pydantic.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import statistics
@@ -184,6 +185,28 @@ class TrainSession:
             p.requires_grad_(False)
             p.grad = None
 
+    def train_mode(self, model: torch.nn.Module, run: TrainRun) -> torch.Tensor:
+        """Put a wrapped model in the run's training mode (checkpointing, no KV cache) and return
+        its synthetic batch: seeded token ids `[micro_batch, seq_len]` (labels = the same ids)."""
+        if run.grad_ckpt:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+        model.train()
+        vocab = int(self.config.get("vocab_size", 32000))
+        gen = torch.Generator(device="cpu").manual_seed(1234)
+        return torch.randint(0, vocab, (run.micro_batch, run.seq_len_tok), generator=gen).to(self.device)
+
+    @contextlib.contextmanager
+    def wrapped(self, run: TrainRun):
+        """(model, batch) of `run` in training mode, unwrapped again on exit — for tools that step
+        the model themselves (`benchmarks/train_step_profile.py`)."""
+        model, _ = self._wrap(run)
+        try:
+            yield model, self.train_mode(model, run)
+        finally:
+            model.zero_grad(set_to_none=True)
+            self._unwrap(model, run)
+
     def run(self, run: TrainRun) -> dict[str, Any]:
         """Measure one run; returns its record (an OOM is recorded, not raised)."""
         if run.model != self.model_name:
@@ -217,13 +240,7 @@ class TrainSession:
         sampler = PowerSampler()
         error: BaseException | None = None
         try:
-            if run.grad_ckpt:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.config.use_cache = False
-            model.train()
-            vocab = int(self.config.get("vocab_size", 32000))
-            gen = torch.Generator(device="cpu").manual_seed(1234)
-            batch = torch.randint(0, vocab, (run.micro_batch, run.seq_len_tok), generator=gen).to(dev)
+            batch = self.train_mode(model, run)
             params = [p for p in model.parameters() if p.requires_grad]
             optimizer = torch.optim.AdamW(params, lr=1e-5)
             for i in range(run.warmup_steps + run.timed_steps):
