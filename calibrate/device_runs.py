@@ -16,6 +16,10 @@ Groups (the H100 plan of issue 5; `repeat` re-measures the held-out set for its 
 - serve: bursts of N identical requests (step time at batch N; prefill time at N=1) and Poisson
   replays at fractions of the measured capacity with trace-sampled lengths, for Llama-3.2-1B
   (fit) and Llama-3.1-8B (held-out).
+- host: the training runs again with host (launch) time per step, QLoRA where bitsandbytes is.
+- warm: the trace replays on a warm engine (one untimed pass first; graph captures timed), at the
+  rates of `--capacity-log`.
+- gemmgrid: the probe's GEMM grid alone (`gemm_grid.json`).
 
 `--seed-log PATH` copies an earlier log of the same group first, so a rerun skips what is done.
 `--budget-s` stops *starting* runs once spent, so the command ends inside the lease.
@@ -180,13 +184,12 @@ def group_train(out: Path, budget_s: float, tiny: bool, plan: list | None = None
             log(f"train: budget spent, {len(todo) - i} runs left for a later call")
             break
         try:
-            base_quant = "nf4" if run.method == "qlora" else None
-            if session is None or session.model_name != run.model or session.base_quant != base_quant:
+            if session is None or session.model_name != run.model or session.base_quant != run.base_quant:
                 if session is not None:
                     session.close()
                     session = None
-                session = TrainSession(run.model, device=None if not tiny else "cpu", base_quant=base_quant)
-                log(f"built {run.model}{' (NF4 base)' if base_quant else ''} ({session.params_total / 1e9:.2f} B) "
+                session = TrainSession(run.model, device=None if not tiny else "cpu", base_quant=run.base_quant)
+                log(f"built {run.model}{' (NF4 base)' if run.base_quant else ''} ({session.params_total / 1e9:.2f} B) "
                     f"in {session.build_s:.1f} s")
             t = time.perf_counter()
             rec = session.run(run)
@@ -219,7 +222,7 @@ def _serve_row(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def group_serve(out: Path, budget_s: float, tiny: bool, plan: list[dict[str, Any]] | None = None,
-                log_name: str = "serve.jsonl") -> list[dict[str, Any]]:
+                log_name: str = "serve.jsonl", capacity_log: str | None = None) -> list[dict[str, Any]]:
     import torch
 
     from calibrate.power import PowerSampler
@@ -234,7 +237,7 @@ def group_serve(out: Path, budget_s: float, tiny: bool, plan: list[dict[str, Any
     done = runlog.done_keys("serve_replay")
     rows = [_serve_row(r) for r in runlog.records("serve_replay")]
     capacity: dict[str, float] = {}
-    for src in ([RunLog(Path(os.environ["LIFECOST_CAPACITY_LOG"]))] if os.environ.get("LIFECOST_CAPACITY_LOG") else []) + [runlog]:
+    for src in ([RunLog(Path(capacity_log))] if capacity_log else []) + [runlog]:
         capacity.update({r["model"]: r["summary"]["request_throughput_qps"]
                          for r in src.records("serve_replay") if r["workload"]["kind"] == "capacity"
                          and not r["workload"].get("warm")})
@@ -376,7 +379,7 @@ def repeat_plan(tiny: bool = False) -> list:
 
 
 def group_repeat(out: Path, budget_s: float, tiny: bool) -> list[dict[str, Any]]:
-    return group_train(out, budget_s, tiny, plan=repeat_plan(tiny), log_name="train_repeat.jsonl")
+    return group_train(out, budget_s, tiny, plan=repeat_plan(tiny), log_name=LOG_NAMES["repeat"])
 
 
 def host_plan(tiny: bool = False) -> list:
@@ -397,7 +400,7 @@ def host_plan(tiny: bool = False) -> list:
 
 
 def group_host(out: Path, budget_s: float, tiny: bool) -> list[dict[str, Any]]:
-    return group_train(out, budget_s, tiny, plan=host_plan(tiny), log_name="train_host.jsonl")
+    return group_train(out, budget_s, tiny, plan=host_plan(tiny), log_name=LOG_NAMES["host"])
 
 
 def warm_plan(tiny: bool = False) -> list[dict[str, Any]]:
@@ -417,8 +420,8 @@ def warm_plan(tiny: bool = False) -> list[dict[str, Any]]:
     return plan
 
 
-def group_warm(out: Path, budget_s: float, tiny: bool) -> list[dict[str, Any]]:
-    return group_serve(out, budget_s, tiny, plan=warm_plan(tiny), log_name="serve_warm.jsonl")
+def group_warm(out: Path, budget_s: float, tiny: bool, capacity_log: str | None = None) -> list[dict[str, Any]]:
+    return group_serve(out, budget_s, tiny, plan=warm_plan(tiny), log_name=LOG_NAMES["warm"], capacity_log=capacity_log)
 
 
 def group_gemmgrid(out: Path, budget_s: float, tiny: bool) -> list[dict[str, Any]]:
@@ -429,15 +432,15 @@ def group_gemmgrid(out: Path, budget_s: float, tiny: bool) -> list[dict[str, Any
 
     cuda = torch.cuda.is_available()
     grid = gemm_grid(torch.device("cuda" if cuda else "cpu"), torch.bfloat16 if cuda else torch.float32, tiny, log)
-    write_atomic(out / "gemm_grid.json", json.dumps(grid, indent=0))
+    write_atomic(out / LOG_NAMES["gemmgrid"], json.dumps(grid, indent=0))
     return [{"what": f"gemm M={g['m']} K={g['k']} N={g['n']}", "tflops": round(g["tflops"], 1)} for g in grid
             if g["k"] == g["n"] or g["n"] > 100000]
 
 
 LOG_NAMES = {"check": "check.jsonl", "train": "train.jsonl", "serve": "serve.jsonl", "repeat": "train_repeat.jsonl",
              "host": "train_host.jsonl", "warm": "serve_warm.jsonl",
-             "gemmgrid": "gemm_grid.jsonl"}  # the run log each group appends to
-GROUPS: dict[str, Callable[[Path, float, bool], list[dict[str, Any]]]] = {
+             "gemmgrid": "gemm_grid.json"}  # the log (or, for the grid, the file) each group writes
+GROUPS: dict[str, Callable[..., list[dict[str, Any]]]] = {
     "check": group_check, "train": group_train, "serve": group_serve, "repeat": group_repeat, "host": group_host,
     "warm": group_warm, "gemmgrid": group_gemmgrid}
 
@@ -451,15 +454,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tiny", action="store_true", help="tiny model on CPU: the same code path, in seconds")
     ap.add_argument("--capacity-log", help="a serving log whose capacity bursts set the Poisson rates (warm group)")
     a = ap.parse_args(argv)
-    if a.capacity_log:
-        os.environ["LIFECOST_CAPACITY_LOG"] = a.capacity_log
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if a.seed_log and Path(a.seed_log).is_file():
         shutil.copyfile(a.seed_log, out / LOG_NAMES[a.group])
         log(f"resuming from {a.seed_log}")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    rows = GROUPS[a.group](out, a.budget_s, a.tiny)
+    opts = {"capacity_log": a.capacity_log} if a.capacity_log and a.group in ("serve", "warm") else {}
+    rows = GROUPS[a.group](out, a.budget_s, a.tiny, **opts)
     log(f"{a.group} done in {time.perf_counter() - _T0:.0f} s")
     print_table(rows)
     return 0

@@ -175,7 +175,7 @@ def _train_runs(cfg: PipelineConfig, fit_dir: Path, heldout_dir: Path, gpu: bool
     say(f"train: {len(todo)} of {len(runs)} runs to do")
     by_model: dict[tuple[str, str | None], list] = {}  # one session per model and base format
     for r in todo:
-        by_model.setdefault((r.model, "nf4" if r.method == "qlora" else None), []).append(r)
+        by_model.setdefault((r.model, r.base_quant), []).append(r)
     k = 0
     for (model, base_quant), model_runs in by_model.items():
         session = TrainSession(model, device=None if gpu else "cpu", dtype=torch.bfloat16 if gpu else torch.float32,

@@ -90,6 +90,11 @@ class TrainRun:
                                 fix="use one of: " + ", ".join(LORA_TARGETS))
 
     @property
+    def base_quant(self) -> str | None:
+        """The base model's format the run needs: "nf4" for QLoRA, None (the dtype) otherwise."""
+        return "nf4" if self.method == "qlora" else None
+
+    @property
     def key(self) -> str:
         adapter = {"lora": f"r{self.lora_r}-{self.lora_targets}", "qlora": f"qlora-r{self.lora_r}-{self.lora_targets}",
                    "full": "full"}[self.method]
@@ -161,7 +166,7 @@ class TrainSession:
     # -- one run ---------------------------------------------------------------------------
     def _wrap(self, run: TrainRun) -> tuple[torch.nn.Module, int | None]:
         """The model to train and peft's own trainable-parameter count (None for full FT)."""
-        if (run.method == "qlora") != (self.base_quant == "nf4"):
+        if run.base_quant != self.base_quant:
             raise ValueError(f"session base {self.base_quant or 'bf16'} cannot run method {run.method}")
         if run.method in ("lora", "qlora"):
             from peft import LoraConfig, get_peft_model
@@ -311,7 +316,7 @@ def run_sweep(runs: Iterable[TrainRun], log: RunLog, *, device: str | None = Non
     todo = [r for r in runs if r.key not in done]
     by_model: dict[tuple[str, str | None], list[TrainRun]] = {}  # one session per (model, base format)
     for r in todo:
-        by_model.setdefault((r.model, "nf4" if r.method == "qlora" else None), []).append(r)
+        by_model.setdefault((r.model, r.base_quant), []).append(r)
     out: list[dict[str, Any]] = []
     n_total, n_done = len(todo), 0
     for (model_name, base_quant), model_runs in by_model.items():
