@@ -696,9 +696,9 @@ def fit_training(records: list[dict[str, Any]], fit_model: str, gpu: GpuCard, ce
         per_layer = intercept == "layer"
         free = np.array([not gemm_pinned, True, per_layer, per_layer, True, True, not per_layer])
         x = nnls_relative(a[gpu_rows], y[gpu_rows], np.array([lower, 0, 0, 0, 0, 0, 0.0]), free=free)
-        for s in sorted({setup_key(r) for r, b in zip(runs, bound) if b}):
-            per_layer = [float(r["step_time_s"]) / card_of(r).num_layers for r, b in zip(runs, bound) if b and setup_key(r) == s]
-            host_layer[s] = float(np.median(per_layer))
+        for setup in sorted({setup_key(r) for r, b in zip(runs, bound) if b}):
+            layer_s = [float(r["step_time_s"]) / card_of(r).num_layers for r, b in zip(runs, bound) if b and setup_key(r) == setup]
+            host_layer[setup] = float(np.median(layer_s))
         host = np.array([card_of(r).num_layers * host_layer.get(setup_key(r), 0.0) for r in runs])
         pred = np.maximum(a @ x, host)
     else:
