@@ -662,6 +662,8 @@ def fit_training(records: list[dict[str, Any]], fit_model: str, gpu: GpuCard, ce
     from simulator.training import (_train_memory_terms, adapter_elems, adapter_flops, dequant_passes_weights,
                                     train_step_flops)
 
+    if intercept not in ("step", "layer"):
+        raise ValueError(f"intercept must be 'step' or 'layer', got {intercept!r}")
     runs = [r for r in records if r.get("kind") == "train" and r.get("model") == fit_model and not r.get("error")
             and r.get("step_time_s")]
     if not runs:
@@ -691,8 +693,6 @@ def fit_training(records: list[dict[str, Any]], fit_model: str, gpu: GpuCard, ce
     gpu_rows = [i for i, b in enumerate(bound) if b is False]
     host_layer: dict[str, float] = {}
     if len(gpu_rows) >= MIN_GPU_BOUND_RUNS:
-        if intercept not in ("step", "layer"):
-            raise ValueError(f"intercept must be 'step' or 'layer', got {intercept!r}")
         per_layer = intercept == "layer"
         free = np.array([not gemm_pinned, True, per_layer, per_layer, True, True, not per_layer])
         x = nnls_relative(a[gpu_rows], y[gpu_rows], np.array([lower, 0, 0, 0, 0, 0, 0.0]), free=free)
