@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from calibrate.fit import Runs, card_of, engine_scenario, engine_shape, gpu_card_for, same_engine
-from calibrate.serve_base import ServedRequest, served_from_record, summarize
+from calibrate.serve_base import ServedRequest, served_from_record, summarize, workload_key
 from models.catalog import list_models
 from models.errors import LifecostError
 from models.profile import Profile
@@ -169,8 +169,6 @@ def replay_serving(rec: dict[str, Any], profile: Profile, gpu) -> dict[str, Any]
 
 def _cold_twin_key(rec: dict[str, Any]) -> str:
     """The key the same trace replay has without the warm-up pass (`calibrate.device_runs.warm_plan`)."""
-    from calibrate.serve_base import workload_key
-
     w = {k: v for k, v in (rec.get("workload") or {}).items() if k != "warm"}
     key = str(rec.get("key", ""))
     return key.rsplit("/", 1)[0] + "/" + workload_key(w)
